@@ -1,0 +1,1 @@
+"""Helpers of the deployment tests: process control, recording TLS tap, deployment harness."""
