@@ -1,0 +1,149 @@
+"""The train and evaluate handlers: Flower message in, Flower message out.
+
+A handler (1) merges the run config with the instruction's ConfigRecord, (2) finds its
+site, (3) builds the model from the global shared weights in the message plus the
+site's own local weights from its private state, (4) trains or evaluates with
+``mpdrm.training``, and (5) replies with the shared names only.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+
+from mpdrm.training import TrainConfig, evaluate, train_local
+
+from .data import eval_loader, site_data, train_loader
+from .model import build_site_model, load_weights, site_specific_names
+from .runconfig import build, merged
+from .sharing import check_inbound, kept_names, outbound_state, shared_names
+from .site import Site, resolve_site
+from .state import SiteStateStore, capture_rng, restore_rng, seed_all
+
+log = logging.getLogger("fedmpdrm.client")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass
+class SiteSession:
+    """Everything one handler call works with."""
+
+    cfg: dict[str, Any]
+    site: Site
+    data: Any
+    model: torch.nn.Module
+    shared: list[str]
+    store: SiteStateStore
+    state: dict[str, Any] | None
+    server_round: int
+
+
+def open_session(message: Message, context: Context, overrides: Mapping[str, Any] | None, *, for_round: int) -> SiteSession:
+    """Resolve the site, build its model and load global + local weights.
+
+    Parameters
+    ----------
+    message : Message
+        The instruction (ArrayRecord "arrays" with the shared names, ConfigRecord "config").
+    context : Context
+        The node's context (node config, run config, state).
+    overrides : Mapping, optional
+        Run-config entries layered over ``context.run_config`` (simulation harness).
+    for_round : int
+        Load the site state meant to start round ``for_round`` (train: the server round;
+        evaluate: the server round + 1, i.e. the state after training that round).
+    """
+    config = message.content.config_records.get("config")
+    cfg = merged(context.run_config, overrides, dict(config) if config is not None else None)
+    site = resolve_site(context.node_config, cfg)
+    data = site_data(site.data_dir, cfg)
+    store = SiteStateStore(site.state_dir, context)
+    state = store.load(for_round)
+    if state is not None:
+        restore_rng(state["rng"])
+    else:
+        seed_all(derive_seed(int(cfg["seed"]), site.site_id))
+    model = build_site_model(cfg, data.num_subjects)
+    mode = str(cfg["mode"])
+    shared = shared_names(model, mode, site_specific_names(cfg) if mode == "fedavg_full" else None)
+    arrays = message.content.array_records.get("arrays", ArrayRecord())
+    check_inbound(arrays, shared)
+    incoming = arrays.to_torch_state_dict() if len(arrays) else {}
+    load_weights(model, incoming, state["local"] if state is not None else {})
+    return SiteSession(cfg, site, data, model, shared, store, state, int(cfg.get("server-round", 0)))
+
+
+def _prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    return {k if k.startswith(prefix) else f"{prefix}{k}": float(v) for k, v in metrics.items()}
+
+
+def handle_train(message: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
+    """Train the site's model for the configured local epochs; reply with the shared part."""
+    start = time.perf_counter()
+    server_round = int(message.content.config_records["config"]["server-round"])
+    s = open_session(message, context, overrides, for_round=server_round)
+    tcfg = build(TrainConfig, s.cfg, "train", task=str(s.cfg["data.task"]))
+    reference = None
+    if "proximal-mu" in s.cfg and float(s.cfg["proximal-mu"]) > 0:
+        tcfg.proximal_mu = float(s.cfg["proximal-mu"])
+        reference = {k: v.detach().clone() for k, v in s.model.state_dict().items() if k in set(s.shared)}
+    loader = train_loader(s.data.train, s.cfg, seed=derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round))
+    result = train_local(
+        s.model,
+        loader,
+        tcfg,
+        optimizer_state=s.state["optimizer"] if s.state is not None else None,
+        reference_params=reference,
+    )
+    local = {k: v.detach().clone() for k, v in s.model.state_dict().items() if k in set(kept_names(s.model, s.shared))}
+    s.store.save(
+        {
+            "round": server_round,
+            "local": local,
+            "optimizer": result.optimizer_state,
+            "rng": capture_rng(),
+            "dp": s.state.get("dp") if s.state is not None else None,
+            "site": s.site.name,
+        }
+    )
+    metrics = _prefixed(result.metrics, "train-")
+    metrics.update(
+        {
+            "num-examples": int(result.num_examples),
+            "site-id": int(s.site.site_id),
+            "train-steps": float(result.steps),
+            "train-seconds": time.perf_counter() - start,
+        }
+    )
+    log.info("site %s round %d trained: %s", s.site.name, server_round, metrics)
+    content = RecordDict(
+        {"arrays": ArrayRecord(outbound_state(s.model, s.shared)), "metrics": MetricRecord(metrics)}
+    )
+    return Message(content, reply_to=message)
+
+
+def handle_evaluate(message: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
+    """Evaluate the personalised model (global shared + own local part) on held-out subjects."""
+    config = message.content.config_records.get("config")
+    server_round = int(config["server-round"]) if config is not None and "server-round" in config else 0
+    s = open_session(message, context, overrides, for_round=server_round + 1)
+    results = evaluate(
+        s.model,
+        eval_loader(s.data.test, s.cfg),
+        task=str(s.cfg["data.task"]),
+        personality=str(s.cfg["eval.personality"]),
+    )
+    metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
+    metrics.update({"num-examples": int(len(s.data.test)), "site-id": int(s.site.site_id)})
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

@@ -1,0 +1,133 @@
+"""The Flower ServerApp (``[tool.flwr.app.components] serverapp = "server.app:app"``).
+
+Reads the run config, builds the strategy over the shared names of the seeded initial
+model, evaluates the untrained model (round 0), runs the rounds, and after each round
+writes ``checkpoint.pt`` and ``summary.json`` atomically into ``run-dir``. With
+``resume=true`` it continues after the last complete round of that checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from client.model import build_site_model, site_specific_names
+from client.runconfig import merged
+from client.sharing import kept_names, outbound_state, shared_names
+from client.site import cohort_sites
+
+from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .loop import evaluate_round, run_rounds
+from .plots import write_plots
+from .progress import progress_line
+from .strategy import capture_state, make_strategy, restore_state
+from .summary import add_round, new_summary, rename_sites, round_entry, write_summary
+
+log = logging.getLogger("fedmpdrm.server")
+
+
+def site_names(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Site id -> name; known in simulation (partition id -> sorted cohort folder)."""
+    cohort = str(cfg.get("cohort", ""))
+    if not cohort or not Path(cohort).is_dir():
+        return {}
+    return {str(i): p.name for i, p in enumerate(cohort_sites(Path(cohort)))}
+
+
+def instruction_config(cfg: Mapping[str, Any]) -> ConfigRecord:
+    """The training/evaluation settings sent to the sites with every instruction."""
+    return ConfigRecord({k: v for k, v in cfg.items() if k.startswith(("train.", "eval."))})
+
+
+def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ServerApp's work; returns the final summary.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid to the sites.
+    context : Context
+        The ServerApp context (its ``run_config`` is used).
+    overrides : Mapping, optional
+        Run-config entries layered over ``context.run_config``.
+    """
+    start = time.perf_counter()
+    cfg = merged(context.run_config, overrides)
+    run_dir = Path(str(cfg["run-dir"])).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed, mode, rounds = int(cfg["seed"]), str(cfg["mode"]), int(cfg["num-server-rounds"])
+    timeout = float(cfg["round-timeout"])
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    model = build_site_model(cfg, num_subjects=1)
+    shared = shared_names(model, mode, site_specific_names(cfg) if mode == "fedavg_full" else None)
+    arrays = ArrayRecord(outbound_state(model, shared)) if shared else ArrayRecord()
+    strategy = make_strategy(cfg, shared)
+    sites = site_names(cfg)
+    train_cfg = evaluate_cfg = instruction_config(cfg)
+
+    ckpt = load_checkpoint(run_dir) if bool(cfg["resume"]) else None
+    if ckpt is not None:
+        arrays = ArrayRecord({k: Array(v) for k, v in ckpt.arrays.items()})
+        restore_state(strategy, ckpt.strategy_state)
+        restore_rng(ckpt.rng)
+        summary, first = ckpt.summary, ckpt.round + 1
+        summary["resumed_from"] = ckpt.round
+        print(f"[fedmpdrm] resuming {run_dir} after round {ckpt.round}", flush=True)
+    else:
+        summary, first = new_summary(cfg, shared, kept_names(model, shared), mode, sites), 1
+        evaluate_round(strategy, grid, 0, arrays, evaluate_cfg, timeout)
+        initial = strategy.rounds[0].to_dict()
+        summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
+        print(progress_line(0, rounds, summary["initial"]), flush=True)
+    base_seconds = float(summary.get("wall_seconds", 0.0))
+
+    def on_round(server_round: int, current: ArrayRecord) -> None:
+        entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
+        add_round(summary, entry)
+        summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+        save_checkpoint(
+            run_dir,
+            Checkpoint(
+                round=server_round,
+                arrays={k: v.numpy() for k, v in current.items()},
+                strategy_state=capture_state(strategy),
+                rng=capture_rng(),
+                summary=summary,
+            ),
+        )
+        write_summary(run_dir, summary)
+        print(progress_line(server_round, rounds, entry), flush=True)
+
+    if first <= rounds:
+        run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=train_cfg,
+                   evaluate_config=evaluate_cfg, timeout=timeout, on_round=on_round)
+    summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+    write_summary(run_dir, summary)
+    write_plots(summary, run_dir / "plots")
+    return summary
+
+
+def create_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
+    """Build the ServerApp; ``overrides`` are layered over ``context.run_config``."""
+    extra = dict(overrides or {})
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, context, extra)
+
+    return server_app
+
+
+app = create_server_app()

@@ -1,0 +1,63 @@
+"""Build the run's strategy and save/restore its state for checkpoints."""
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+import strategies
+from strategies.personalized import PersonalizedStrategy
+
+from client.runconfig import section
+
+from .local_only import LocalOnlyStrategy
+
+#: ``local_prefix`` for the fedavg_full baseline: no name is treated as site-local.
+_NO_LOCAL_PREFIX = "\x00fedavg_full: whole model shared\x00"
+
+
+def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strategy:
+    """The strategy of the run config's ``mode`` and ``strategy.*`` settings.
+
+    ``mpdrm``: ``strategies.build_strategy`` over the partition's shared names.
+    ``fedavg_full``: the same aggregator, accepting the whole model (baseline).
+    ``local_only``: :class:`LocalOnlyStrategy` (no aggregation).
+    """
+    mode = str(cfg["mode"])
+    min_sites = int(cfg["min-sites"])
+    sampling = {
+        "fraction_train": float(cfg["fraction-train"]),
+        "fraction_evaluate": float(cfg["fraction-evaluate"]),
+        "min_available_nodes": min_sites,
+    }
+    if mode == "local_only":
+        return LocalOnlyStrategy(FedAvg(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **sampling))
+    options = {**sampling, **section(cfg, "strategy.options")}
+    name = str(cfg["strategy.aggregation"])
+    if mode == "mpdrm":
+        return strategies.build_strategy(name, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **options)
+    if mode == "fedavg_full":
+        inner = strategies.build_strategy(
+            name, [n for n in shared_names if not n.startswith("personality.")] or ["_"],
+            min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **options,
+        )
+        return PersonalizedStrategy(
+            inner.aggregator, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,
+            local_prefix=_NO_LOCAL_PREFIX,
+        )
+    raise ValueError(f"unknown mode {mode!r}: mpdrm, fedavg_full or local_only (centralized runs without Flower)")
+
+
+def capture_state(strategy: Strategy) -> dict[str, Any]:
+    """Server-optimizer state of the aggregator chain and the strategy's per-round logs."""
+    state = {"aggregators": strategies.aggregator_state(strategy), "rounds": getattr(strategy, "rounds", {})}
+    return pickle.loads(pickle.dumps(state))
+
+
+def restore_state(strategy: Strategy, state: Mapping[str, Any]) -> None:
+    """Put :func:`capture_state` values back onto an identically built strategy."""
+    strategies.load_aggregator_state(strategy, state["aggregators"])
+    if hasattr(strategy, "rounds"):
+        strategy.rounds = pickle.loads(pickle.dumps(dict(state["rounds"])))

@@ -1,0 +1,114 @@
+"""Run the simulation in a child process and leave nothing running afterwards.
+
+The child gets its own session (Ctrl-C reaches only the harness, which then stops the
+child's whole process group) and an environment marker ``FEDMPDRM_RUN_TOKEN`` that every
+descendant inherits (Ray's raylet, GCS, workers and ClientApp actors included), so the
+harness can find and end every process of the run by its id, even reparented ones.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+TOKEN_ENV = "FEDMPDRM_RUN_TOKEN"
+
+
+def new_token() -> str:
+    """The run's process marker (``FEDMPDRM_RUN_TOKEN`` from the environment if set)."""
+    return os.environ.get(TOKEN_ENV) or uuid.uuid4().hex
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Live processes (zombies excluded) whose environment carries ``token``."""
+    marker = f"{TOKEN_ENV}={token}".encode()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            continue
+    return found
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def sweep(token: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM then SIGKILL every process of the run still alive; returns those found."""
+    pids = processes_with_token(token)
+    if not pids:
+        return []
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and processes_with_token(token):
+        time.sleep(0.2)
+    _signal_all(processes_with_token(token), signal.SIGKILL)
+    return pids
+
+
+def _stop_group(child: subprocess.Popen, grace: float) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to the child's process group."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if child.poll() is not None:
+            return
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_isolated(args: Sequence[str], env: Mapping[str, str], token: str, grace: float = 5.0) -> int:
+    """Run ``python -m <args>`` in its own session; always clean up the whole run.
+
+    Parameters
+    ----------
+    args : sequence of str
+        Arguments after ``python``.
+    env : Mapping
+        Environment of the child (``FEDMPDRM_RUN_TOKEN`` is added).
+    token : str
+        The run's process marker.
+    grace : float
+        Seconds the child gets to stop after SIGINT and after SIGTERM.
+
+    Returns
+    -------
+    int
+        The child's exit status (130 after Ctrl-C).
+    """
+    child_env = {**env, TOKEN_ENV: token}
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    child = subprocess.Popen([sys.executable, *args], env=child_env, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        print("\n[fedmpdrm] interrupted: stopping the simulation", file=sys.stderr, flush=True)
+        _stop_group(child, grace)
+        return 130
+    finally:
+        if child.poll() is None:
+            _stop_group(child, grace)
+        sweep(token)
+        signal.signal(signal.SIGTERM, previous)
