@@ -276,6 +276,16 @@ class Deployment:
         return procs.wait_for(finished, timeout, f"run {run_id} to finish", interval=interval,
                               on_fail=lambda: self.all_logs() + self.run_log(run_id))
 
+    def wait_completed(self, run_id: int, timeout: float = 300) -> dict:
+        """:meth:`wait_run`, then fail with the ServerApp's log unless it completed."""
+        status = self.wait_run(run_id, timeout)
+        if status.get("status") != "finished:completed":
+            raise AssertionError(
+                f"run {run_id} ended {status.get('status')} ({status.get('status-details')})\n"
+                f"{self.run_log(run_id)}\n{self.all_logs()}"
+            )
+        return status
+
     def run_log(self, run_id: int) -> str:
         """``flwr log RUN_ID --show``: the ServerApp's log."""
         res = self.cli("flwr", "log", str(run_id), CONNECTION, "--show", check=False,
