@@ -1,0 +1,44 @@
+"""Client-side differential privacy (DP-SGD with Opacus) for one site; no Flower here.
+
+Typical round at a site::
+
+    dp = SitePrivacy(cfg, state=site_state.get("dp"))       # restores the ledger
+    decision = dp.plan_round(loader, steps)                    # exact look-ahead
+    if not decision.allowed:                                   # reply decision.reason
+        ...
+    private = dp.attach(model, optimizer, loader)              # Opacus wrapping
+    ... train with private.model / private.optimizer / private.loader ...
+    dp.finish(private)                                         # unwrap; model is plain
+    site_state["dp"] = dp.state_dict(); metrics["epsilon"] = dp.epsilon()
+"""
+from .accounting import SiteAccountant
+from .budget import BudgetDecision, check_budget
+from .config import DPConfig
+from .engine import (
+    PrivateTraining,
+    accounting_sample_rate,
+    check_coverage,
+    is_empty_batch,
+    make_private,
+)
+from .naming import plain_name, plain_state_dict, unwrap_model
+from .noise import calibrate_noise_multiplier
+from .site import BudgetExhausted, SitePrivacy
+
+__all__ = [
+    "BudgetDecision",
+    "BudgetExhausted",
+    "DPConfig",
+    "PrivateTraining",
+    "SiteAccountant",
+    "SitePrivacy",
+    "accounting_sample_rate",
+    "calibrate_noise_multiplier",
+    "check_budget",
+    "check_coverage",
+    "is_empty_batch",
+    "make_private",
+    "plain_name",
+    "plain_state_dict",
+    "unwrap_model",
+]

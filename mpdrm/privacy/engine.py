@@ -1,0 +1,211 @@
+"""Wrap one site's model, optimizer and loader for DP-SGD with Opacus."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
+from torch.utils.data import DataLoader
+
+from .accounting import SiteAccountant
+from .config import GRAD_SAMPLE_MODES
+from .naming import plain_state_dict, unwrap_model
+
+
+def check_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Require the optimizer to hold exactly the model's trainable parameters.
+
+    The guarantee needs DP-SGD over every trainable parameter at the site (the local
+    personality branch sees the same data as the shared one).
+
+    Raises
+    ------
+    ValueError
+        Naming the trainable parameters that the optimizer lacks, or counting the
+        optimizer parameters that are not trainable parameters of the model.
+    """
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(name for pid, name in trainable.items() if pid not in in_optimizer)
+    if missing:
+        raise ValueError(
+            "DP-SGD must cover every trainable parameter at the site, but the optimizer lacks "
+            f"{len(missing)}: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+        )
+    extra = in_optimizer - set(trainable)
+    if extra:
+        raise ValueError(
+            f"the optimizer holds {len(extra)} tensors that are not trainable parameters of the model"
+        )
+
+
+def accounting_sample_rate(loader: DataLoader) -> float:
+    """The sample rate Opacus records per step for a plain ``loader`` made private.
+
+    Opacus samples with rate ``1 / len(loader)`` and takes ``int(1 / rate)`` steps per
+    epoch, then accounts each step at ``1 / steps_per_epoch``; this returns that same
+    float, so a look-ahead before wrapping matches the accountant exactly.
+    """
+    if len(loader) < 1:
+        raise ValueError("the training loader is empty")
+    return 1 / int(1 / (1 / len(loader)))
+
+
+def is_empty_batch(batch: Any) -> bool:
+    """Whether a (Poisson-sampled) batch holds no examples.
+
+    Works for a tensor, a dict of tensors (the ``mpdrm`` batch) and a list/tuple.
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] == 0
+    if isinstance(batch, dict):
+        values = list(batch.values())
+    elif isinstance(batch, (list, tuple)):
+        values = list(batch)
+    else:
+        raise TypeError(f"cannot tell the size of a batch of type {type(batch).__name__}")
+    tensors = [v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0]
+    return bool(tensors) and all(t.shape[0] == 0 for t in tensors)
+
+
+@dataclass
+class PrivateTraining:
+    """A site's model, optimizer and loader made private for one round.
+
+    Train with ``model`` (forward), ``optimizer`` (``zero_grad``/``step``) and
+    ``loader`` (Poisson batches) exactly like their plain counterparts, with a loss
+    that is the batch *mean* of per-example losses. For an empty Poisson batch call
+    :meth:`noise_only_step` instead of forward/backward. Afterwards call
+    :meth:`close`; the plain ``module`` holds the trained weights.
+
+    Attributes
+    ----------
+    model
+        Opacus ``GradSampleModule`` around ``module`` (state_dict keys gain ``_module.``).
+    optimizer
+        Opacus ``DPOptimizer``: clips per example, adds noise, steps the accountant.
+    loader
+        Opacus ``DPDataLoader`` with Poisson sampling at ``sample_rate``.
+    module
+        The plain model (same parameter tensors).
+    noise_multiplier, max_grad_norm, sample_rate
+        The mechanism's parameters.
+    """
+
+    model: torch.nn.Module
+    optimizer: DPOptimizer
+    loader: DPDataLoader
+    module: torch.nn.Module
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one pass over the Poisson loader."""
+        return len(self.loader)
+
+    def noise_only_step(self) -> None:
+        """Take a DP step for an empty batch: the update is pure noise, and it counts.
+
+        Skipping the step instead would reveal that the batch was empty and break the
+        accounting; a forward pass on zero examples fails in 'ew' mode.
+        """
+        for p in self.optimizer.params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state with plain parameter names (no ``_module.``)."""
+        return plain_state_dict(self.model)
+
+    def close(self) -> torch.nn.Module:
+        """Remove Opacus hooks and per-sample attributes; return the plain model."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.model, "to_standard_module"):
+            return self.model.to_standard_module()
+        return unwrap_model(self.model)
+
+
+def make_private(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    *,
+    accountant: SiteAccountant,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    grad_sample_mode: str = "ew",
+    noise_generator: torch.Generator | None = None,
+    secure_mode: bool = False,
+) -> PrivateTraining:
+    """Make one site's training differentially private with Opacus.
+
+    Parameters
+    ----------
+    model
+        The plain site model (DP-ready: GroupNorm, no BatchNorm), not yet wrapped.
+    optimizer
+        Optimizer over *all* trainable parameters of ``model`` (checked).
+    loader
+        A plain ``DataLoader(dataset, batch_size=B)``; its expected batch size sets the
+        Poisson sample rate ``1 / len(loader)``. Custom batch samplers (e.g. P x K) are
+        refused: their batches are not Poisson samples.
+    accountant
+        The site's ledger; every DP step is recorded in it.
+    noise_multiplier, max_grad_norm
+        Gaussian noise std / C, and the per-example clipping bound C.
+    grad_sample_mode
+        ``"ew"``, ``"hooks"`` or ``"functorch"``.
+    noise_generator
+        Generator for the noise (reproducibility); ``None`` uses torch's global RNG.
+    secure_mode
+        Opacus secure RNG for noise and sampling.
+
+    Returns
+    -------
+    PrivateTraining
+    """
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
+    if unwrap_model(model) is not model:
+        raise ValueError("model is already wrapped by Opacus; pass the plain model")
+    if loader.batch_size is None:
+        raise ValueError(
+            "DP-SGD needs a plain DataLoader(dataset, batch_size=B): batches from a custom "
+            "batch sampler are not Poisson samples and the accounting would not hold"
+        )
+    check_coverage(model, optimizer)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"model is not DP-ready for Opacus: {errors}")
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=accountant.mechanism, secure_mode=secure_mode)
+    engine.accountant = accountant.accountant  # steps go to the site's ledger
+    private_model, private_optimizer, private_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=float(noise_multiplier),
+        max_grad_norm=float(max_grad_norm),
+        poisson_sampling=True,
+        grad_sample_mode=grad_sample_mode,
+        noise_generator=None if secure_mode else noise_generator,
+    )
+    return PrivateTraining(
+        model=private_model,
+        optimizer=private_optimizer,
+        loader=private_loader,
+        module=model,
+        noise_multiplier=float(noise_multiplier),
+        max_grad_norm=float(max_grad_norm),
+        sample_rate=1 / len(private_loader),
+    )
