@@ -1,0 +1,130 @@
+"""Build real Flower messages outside a running ServerApp/ClientApp task.
+
+Flower stamps every new instruction with the run id of the current task
+(``flwr.supercore.task_identity.TaskIdentity``), which only a running SuperLink or
+SuperNode sets. :func:`ensure_task_identity` is the one place that sets it for tests.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+TEST_RUN_ID = 4242
+SERVER_NODE_ID = 1
+
+
+def ensure_task_identity() -> None:
+    """Set the run/node/task id Flower reads when a Message is created (tests only)."""
+    TaskIdentity.run_id = TEST_RUN_ID
+    TaskIdentity.node_id = SERVER_NODE_ID
+    TaskIdentity.task_id = 1
+
+
+def instruction(node_id: int, message_type: str = MessageType.TRAIN) -> Message:
+    """Return an (empty) instruction addressed to ``node_id``."""
+    ensure_task_identity()
+    return Message(RecordDict(), dst_node_id=node_id, message_type=message_type)
+
+
+def arrayrecord(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Return an ArrayRecord of NumPy arrays, keeping the mapping's order."""
+    return ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
+
+
+# pylint: disable=too-many-arguments
+def reply(
+    node_id: int,
+    arrays: Mapping[str, np.ndarray] | None,
+    metrics: Mapping[str, int | float] | None,
+    *,
+    message_type: str = MessageType.TRAIN,
+    extra: Mapping[str, ArrayRecord | MetricRecord | ConfigRecord] | None = None,
+) -> Message:
+    """Return a reply from ``node_id`` as a ClientApp would send it.
+
+    ``arrays`` goes to ArrayRecord "arrays" and ``metrics`` to MetricRecord "metrics"
+    (each left out when ``None``); ``extra`` adds further records.
+    """
+    content = RecordDict()
+    if arrays is not None:
+        content["arrays"] = arrayrecord(arrays)
+    if metrics is not None:
+        content["metrics"] = MetricRecord(dict(metrics))
+    for key, record in (extra or {}).items():
+        content[key] = record
+    return Message(content, reply_to=instruction(node_id, message_type))
+
+
+def error_reply(node_id: int, reason: str, code: int = 0) -> Message:
+    """Return an error reply from ``node_id``."""
+    return Message(Error(code=code, reason=reason), reply_to=instruction(node_id))
+
+
+Handler = Callable[[Message], Message]
+
+
+class LocalGrid(Grid):
+    """In-process Grid: each node is a Python handler that answers a Message.
+
+    Replies come back in a shuffled order (seeded) to mimic arrival order. Creating
+    one stands for a running ServerApp task, so it sets the task identity.
+    """
+
+    def __init__(self, handlers: Mapping[int, Handler | None], seed: int = 0) -> None:
+        ensure_task_identity()
+        self.handlers = dict(handlers)
+        self.rng = random.Random(seed)
+        self.sent: list[Message] = []
+        self.received: list[Message] = []
+
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        """Not used in process."""
+        raise NotImplementedError
+
+    def run(self):  # type: ignore[no-untyped-def]
+        """Not used in process."""
+        raise NotImplementedError
+
+    def create_message(  # type: ignore[override]  # pylint: disable=R0913,R0917
+        self, content, message_type, dst_node_id, group_id, ttl=None
+    ) -> Message:
+        """Deprecated in Flower; not used."""
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Return the node ids of the handlers."""
+        return list(self.handlers)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Not used: see :meth:`send_and_receive`."""
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Not used: see :meth:`send_and_receive`."""
+        raise NotImplementedError
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Deliver each message to its node's handler and return the replies."""
+        messages = list(messages)
+        self.sent.extend(messages)
+        replies = [self.handlers[m.metadata.dst_node_id](m) for m in messages]
+        self.rng.shuffle(replies)
+        self.received.extend(replies)
+        return replies
