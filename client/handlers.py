@@ -93,7 +93,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
     start = time.perf_counter()
     server_round = int(message.content.config_records["config"]["server-round"])
     s = open_session(message, context, overrides, for_round=server_round)
-    tcfg = build(TrainConfig, s.cfg, "train", task=str(s.cfg["data.task"]))
+    tcfg = build(TrainConfig, s.cfg, "train", seed=derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round) % 2**31)
     reference = None
     if "proximal-mu" in s.cfg and float(s.cfg["proximal-mu"]) > 0:
         tcfg.proximal_mu = float(s.cfg["proximal-mu"])

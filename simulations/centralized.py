@@ -53,6 +53,14 @@ class SubjectOffset(Dataset):
             base = [int(self.dataset[i]["subject"]) for i in range(len(self))]
         return [int(s) + self.offset for s in base]
 
+    @property
+    def visits(self) -> list[int]:
+        """Visit of every item (the P x K sampler prefers positives from other visits)."""
+        base = getattr(self.dataset, "visits", None)
+        if base is None:
+            base = [int(self.dataset[i]["visit"]) for i in range(len(self))]
+        return [int(v) for v in base]
+
 
 class Pooled(ConcatDataset):
     """Concatenation that exposes the pooled ``subjects`` list."""
@@ -60,6 +68,10 @@ class Pooled(ConcatDataset):
     @property
     def subjects(self) -> list[int]:
         return [s for d in self.datasets for s in d.subjects]  # type: ignore[attr-defined]
+
+    @property
+    def visits(self) -> list[int]:
+        return [v for d in self.datasets for v in d.visits]  # type: ignore[attr-defined]
 
 
 def _evaluate_sites(model: torch.nn.Module, sites: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,10 +103,11 @@ def run_centralized(run_config: Mapping[str, Any]) -> dict[str, Any]:
                           {str(i): p.name for i, p in enumerate(folders)})
     summary["initial"] = {"eval": _evaluate_sites(model, sites, cfg), "bytes_down": 0}
     print(progress_line(0, rounds, summary["initial"]), flush=True)
-    tcfg = build(TrainConfig, cfg, "train", task=str(cfg["data.task"]))
+    tcfg = build(TrainConfig, cfg, "train")
     optimizer_state = None
     for server_round in range(1, rounds + 1):
         loader = train_loader(pooled, cfg, seed=derive_seed(seed, "centralized", server_round))
+        tcfg.seed = derive_seed(seed, "centralized", server_round) % 2**31
         result = train_local(model, loader, tcfg, optimizer_state=optimizer_state)
         optimizer_state = result.optimizer_state
         train = {(k if k.startswith("train-") else f"train-{k}"): float(v) for k, v in result.metrics.items()}

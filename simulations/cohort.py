@@ -18,7 +18,7 @@ def cohort_key(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def ensure_synthetic_cohort(cache_dir: Path, params: Mapping[str, Any]) -> Path:
+def ensure_synthetic_cohort(cache_dir: Path, params: Mapping[str, Any], workers: int = 1) -> Path:
     """Return the synthetic cohort for ``params``, generating it once under ``cache_dir``.
 
     Generation goes to a temporary sibling folder that is renamed into place when
@@ -30,6 +30,8 @@ def ensure_synthetic_cohort(cache_dir: Path, params: Mapping[str, Any]) -> Path:
         Root of the cache (``~/.cache/fedmpdrm`` by default).
     params : Mapping
         Keyword arguments of ``mpdrm.data.synth.generate_cohort`` (``sites``, ``seed``...).
+    workers : int
+        Rendering processes.
     """
     from mpdrm.data.synth import generate_cohort
 
@@ -41,7 +43,7 @@ def ensure_synthetic_cohort(cache_dir: Path, params: Mapping[str, Any]) -> Path:
     print(f"[fedmpdrm] generating the synthetic cohort {target} ({dict(params)})", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        generate_cohort(tmp, **dict(params))
+        generate_cohort(tmp, workers=workers, progress=True, **dict(params))
         (tmp / COMPLETE_MARK).write_text(json.dumps(dict(params), default=str) + "\n")
         if target.exists():
             shutil.rmtree(target)

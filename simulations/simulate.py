@@ -75,7 +75,7 @@ def resolve_cohort(cfg: DictConfig) -> Path:
             raise SystemExit(f"cohort={path}: no such folder")
         return path
     params = {"sites": int(cfg.sites), "seed": int(cfg.seed), **OmegaConf.to_container(cfg.data.synth, resolve=True)}  # type: ignore[dict-item]
-    return ensure_synthetic_cohort(Path(str(cfg.cache_dir)), params)
+    return ensure_synthetic_cohort(Path(str(cfg.cache_dir)), params, workers=int(cfg.data.prepare_workers))
 
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""The ServerApp and ClientApp code together over an in-process Grid (no Ray): resume
+equivalence, site state continuity across rounds and process restarts, a crafted reply."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+from client.handlers import open_session
+from client.state import STATE_FILE
+from server.checkpoint import load_checkpoint
+from tests.federation.message_helpers import ensure_task_identity
+from tests.federation.sim_helpers import TINY_RUN, make_tiny_cohort, node_context, run_in_process
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_cohort(tmp_path_factory.mktemp("fed"), sites=2)
+
+
+def _config(cohort: Path, root: Path, rounds: int, **extra) -> dict:
+    return {**TINY_RUN, "cohort": str(cohort), "run-dir": str(root / "run"), "state-root": str(root / "state"),
+            "num-server-rounds": rounds, **extra}
+
+
+def _contexts() -> dict:
+    return {100 + i: node_context(i, 2) for i in range(2)}
+
+
+def test_resume_gives_the_same_final_weights(cohort: Path, tmp_path: Path) -> None:
+    straight = run_in_process(_config(cohort, tmp_path / "a", 2), _contexts())
+    # interrupted after round 1: the server stops, every site process is restarted
+    run_in_process(_config(cohort, tmp_path / "b", 1), _contexts())
+    resumed = run_in_process(_config(cohort, tmp_path / "b", 2, resume=True), _contexts())
+    a, b = load_checkpoint(tmp_path / "a" / "run"), load_checkpoint(tmp_path / "b" / "run")
+    assert a.round == b.round == 2 and resumed["resumed_from"] == 1
+    assert list(a.arrays) == list(b.arrays) == straight["shared_keys"]
+    for name in a.arrays:
+        np.testing.assert_array_equal(a.arrays[name], b.arrays[name], err_msg=name)
+    assert [r["round"] for r in resumed["rounds"]] == [1, 2]
+    for site in straight["final"]["per_site"]:
+        assert resumed["final"]["per_site"][site]["rmse"] == pytest.approx(straight["final"]["per_site"][site]["rmse"])
+    # the in-process run also checks the summary's round content
+    entry = straight["rounds"][0]
+    assert entry["bytes_up"] > 0 and entry["bytes_down"] > 0 and not entry["rejected"]
+    assert set(entry["eval"]["per_site"]) == {"site-01", "site-02"}
+    assert not any(k.startswith("personality.") for k in straight["shared_keys"])
+    assert straight["local_keys"] and all(k.startswith("personality.") for k in straight["local_keys"])
+
+
+def test_site_state_continues_across_rounds_and_restarts(cohort: Path, tmp_path: Path) -> None:
+    cfg = _config(cohort, tmp_path, 1)
+    run_in_process(cfg, _contexts())
+    saved = torch.load(tmp_path / "state" / "site-01" / STATE_FILE, weights_only=False)
+    assert saved["round"] == 1 and saved["optimizer"] is not None
+    assert saved["local"] and all(k.startswith("personality.") for k in saved["local"])
+    # round 2 instruction to a restarted site process (fresh context): it starts from round 1's state
+    ensure_task_identity()
+    ckpt = load_checkpoint(tmp_path / "run")
+    msg = Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in ckpt.arrays.items()}),
+                              "config": ConfigRecord({"server-round": 2})}), dst_node_id=100, message_type="train")
+    fresh = node_context(0, 2)
+    session = open_session(msg, fresh, cfg, for_round=2)
+    model_state = session.model.state_dict()
+    for name, value in saved["local"].items():
+        assert torch.equal(model_state[name], value), name
+    for name, value in ckpt.arrays.items():
+        assert np.array_equal(model_state[name].numpy(), value), name
+    # a brand-new site (no state) would start elsewhere: the check above can fail
+    other = open_session(msg, node_context(0, 2), {**cfg, "state-root": str(tmp_path / "empty")}, for_round=2)
+    assert any(not torch.equal(other.model.state_dict()[k], v) for k, v in saved["local"].items())
+
+
+def test_crafted_reply_with_personality_is_rejected(cohort: Path, tmp_path: Path) -> None:
+    def leak(handler):
+        def leaking(message: Message) -> Message:
+            reply = handler(message)
+            if message.metadata.message_type == "train":
+                reply.content["arrays"]["personality.leak"] = Array(np.zeros(3, dtype=np.float32))
+            return reply
+        return leaking
+
+    summary = run_in_process(_config(cohort, tmp_path, 1, **{"min-sites": 1}), _contexts(), wrap={101: leak})
+    rejected = summary["rounds"][0]["rejected"]
+    assert len(rejected) == 1 and rejected[0]["site_id"] == 1 and "personality." in rejected[0]["reason"]
+    assert list(summary["rounds"][0]["train"]["per_site"]) == ["site-01"]

@@ -1,0 +1,93 @@
+"""``mpdrm-simulate`` end to end through Flower's simulation engine (Ray): two tiny runs.
+
+1. A complete 2-round run of 2 sites with the outbound-message audit on: summary.json
+   complete with finite metrics, checkpoint and plots written, no ``personality.`` name
+   in any message a client sent, no process of the run left.
+2. A run interrupted with Ctrl-C (SIGINT) once the sites are up: exits 130, no process left.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from server.checkpoint import load_checkpoint
+from simulations.processes import TOKEN_ENV, processes_with_token
+from tests.federation.sim_helpers import TINY_OVERRIDES, make_tiny_cohort
+
+pytestmark = [pytest.mark.simulation, pytest.mark.timeout(420)]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_cohort(tmp_path_factory.mktemp("sim"), sites=2)
+
+
+def _command(cohort: Path, run_dir: Path, rounds: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "simulations.simulate", f"cohort={cohort}", f"run_dir={run_dir}",
+            f"rounds={rounds}", "resources.client_cpus=1", *TINY_OVERRIDES, *extra]
+
+
+def _env(token: str) -> dict[str, str]:
+    return {**os.environ, TOKEN_ENV: token, "FLWR_TELEMETRY_ENABLED": "0"}
+
+
+def _finite_numbers(block: dict) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for k, v in block.items() if k != "per_site")
+
+
+def test_simulation_end_to_end_with_outbound_audit(cohort: Path, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    run_dir = tmp_path / "run"
+    done = subprocess.run(_command(cohort, run_dir, 2, "audit=true"), env=_env(token), capture_output=True,
+                          text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert processes_with_token(token) == []
+    assert done.stdout.count("[fedmpdrm] round ") == 3  # untrained + 2 rounds
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"config", "shared_keys", "local_keys", "rounds", "final", "wall_seconds", "initial"} <= set(summary)
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    for entry in summary["rounds"]:
+        assert entry["bytes_up"] > 0 and entry["bytes_down"] > 0 and entry["rejected"] == []
+        assert set(entry["eval"]["per_site"]) == {"site-01", "site-02"}
+        assert _finite_numbers(entry["eval"]) and _finite_numbers(entry["train"])
+        for site in entry["eval"]["per_site"].values():
+            assert {"rmse", "mae", "pcc", "ccc", "clip_rmse"} <= set(site)
+    assert {"rmse", "mae", "pcc", "ccc"} <= set(summary["final"]) and _finite_numbers(summary["final"])
+    assert load_checkpoint(run_dir).round == 2
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "eval_rmse.png").is_file()
+
+    records = [json.loads(line) for f in (run_dir / "outbound").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(records) == 2 * (2 + 3)  # 2 sites x (2 train + 3 evaluate) replies
+    sent = {name.split("/", 1)[1] for r in records for name in r["arrays"]}
+    assert sent == set(summary["shared_keys"])
+    assert not any("personality." in name for r in records for name in r["arrays"])
+    assert all(r["type"] != "train" or len(r["arrays"]) == len(summary["shared_keys"]) for r in records)
+
+
+def test_ctrl_c_leaves_no_process(cohort: Path, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(_command(cohort, tmp_path / "run", 50), env=_env(token), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        for line in proc.stdout:  # wait until the sites answered once (Ray and actors are up)
+            if "[fedmpdrm] round 0/50" in line or time.monotonic() > deadline:
+                break
+        assert processes_with_token(token), "the run should have live processes now"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(1)
+    assert processes_with_token(token) == []
