@@ -244,6 +244,11 @@ class Deployment:
         self.sites[label] = entry
         return entry
 
+    def clientapp_pids(self, label: str) -> set[int]:
+        """Live ``flwr-clientapp`` processes of a site (one per message being handled)."""
+        proc = self.sites[label].proc
+        return {p for p in proc.tree() if "flwr-clientapp" in procs.cmdline(p)}
+
     def kill_site(self, label: str, sig: int = signal.SIGKILL) -> None:
         """Kill a site's SuperNode and everything under it (a crash when SIGKILL)."""
         self.sites[label].proc.stop(sig=sig, grace=5)
