@@ -2,13 +2,13 @@
 
 Typical round at a site::
 
-    dp = SitePrivacy(cfg, state=site_state.get("dp"))       # restores the ledger
+    dp = SitePrivacy(dp_cfg, state=site_state.get("dp"))      # restores the ledger
+    steps = round_steps(loader, train_cfg.epochs, train_cfg.max_steps)  # DataLoader(batch_size=B)
     decision = dp.plan_round(loader, steps)                    # exact look-ahead
     if not decision.allowed:                                   # reply decision.reason
         ...
-    private = dp.attach(model, optimizer, loader)              # Opacus wrapping
-    ... train with private.model / private.optimizer / private.loader ...
-    dp.finish(private)                                         # unwrap; model is plain
+    result = train_local(model, loader, train_cfg, prepare=dp.prepare, step_fn=private_step, ...)
+    dp.finish()                                                # unwrap; model is plain
     site_state["dp"] = dp.state_dict(); metrics["epsilon"] = dp.epsilon()
 """
 from .accounting import SiteAccountant
@@ -20,10 +20,12 @@ from .engine import (
     check_coverage,
     is_empty_batch,
     make_private,
+    noise_only_step,
+    private_step,
 )
 from .naming import plain_name, plain_state_dict, unwrap_model
 from .noise import calibrate_noise_multiplier
-from .site import BudgetExhausted, SitePrivacy
+from .site import BudgetExhausted, SitePrivacy, round_steps
 
 __all__ = [
     "BudgetDecision",
@@ -38,6 +40,9 @@ __all__ = [
     "check_coverage",
     "is_empty_batch",
     "make_private",
+    "noise_only_step",
+    "private_step",
+    "round_steps",
     "plain_name",
     "plain_state_dict",
     "unwrap_model",

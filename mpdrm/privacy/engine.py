@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from opacus import PrivacyEngine
@@ -73,6 +73,43 @@ def is_empty_batch(batch: Any) -> bool:
     return bool(tensors) and all(t.shape[0] == 0 for t in tensors)
 
 
+def noise_only_step(optimizer: DPOptimizer) -> None:
+    """Take a DP step for an empty Poisson batch: the update is pure noise, and it counts.
+
+    Skipping the step instead would reveal that the batch was empty and break the
+    accounting; and a forward pass on zero examples fails in 'ew' mode.
+    """
+    for p in optimizer.params:
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def private_step(
+    model: torch.nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    optimizer: DPOptimizer,
+    loss_fn: Callable[[Any, Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]],
+    grad_clip: float | None = None,
+) -> Mapping[str, torch.Tensor]:
+    """One DP-SGD step, the ``step_fn`` of ``mpdrm.training.train_local`` under DP.
+
+    ``loss_fn(output, batch) -> (mean loss, parts)`` must be per-example
+    (``MPDRMLoss(per_example=True)``). An empty batch takes :func:`noise_only_step`
+    and returns no parts. ``grad_clip`` must be off: DP-SGD clips per example.
+    """
+    if grad_clip is not None and grad_clip > 0:
+        raise ValueError("global gradient clipping must be off under DP-SGD (it clips per example)")
+    if is_empty_batch(batch):
+        noise_only_step(optimizer)
+        return {}
+    optimizer.zero_grad(set_to_none=True)
+    loss, parts = loss_fn(model(batch["clips"]), batch)
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
 @dataclass
 class PrivateTraining:
     """A site's model, optimizer and loader made private for one round.
@@ -111,15 +148,8 @@ class PrivateTraining:
         return len(self.loader)
 
     def noise_only_step(self) -> None:
-        """Take a DP step for an empty batch: the update is pure noise, and it counts.
-
-        Skipping the step instead would reveal that the batch was empty and break the
-        accounting; a forward pass on zero examples fails in 'ew' mode.
-        """
-        for p in self.optimizer.params:
-            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        """:func:`noise_only_step` on this round's optimizer (for an empty batch)."""
+        noise_only_step(self.optimizer)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state with plain parameter names (no ``_module.``)."""

@@ -16,6 +16,15 @@ from .noise import calibrate_noise_multiplier
 STATE_VERSION = 1
 
 
+def round_steps(loader: DataLoader, epochs: int = 1, max_steps: int | None = None) -> int:
+    """DP-SGD steps of a round of ``epochs`` Poisson epochs, capped at ``max_steps``.
+
+    Matches ``mpdrm.training.train_local`` (``cfg.epochs``, ``cfg.max_steps``).
+    """
+    steps = int(epochs) * int(1 / accounting_sample_rate(loader))
+    return steps if max_steps is None else min(steps, int(max_steps))
+
+
 class BudgetExhausted(RuntimeError):
     """Raised by :meth:`SitePrivacy.attach` when the round was not allowed."""
 
@@ -51,6 +60,7 @@ class SitePrivacy:
             self.noise_multiplier = float(state["noise_multiplier"])
         self._decision: BudgetDecision | None = None
         self._steps_before: int | None = None
+        self._private: PrivateTraining | None = None
 
     # --- per round ---------------------------------------------------------------
     def plan_round(self, loader: DataLoader, steps: int | None = None) -> BudgetDecision:
@@ -122,10 +132,23 @@ class SitePrivacy:
                 f"{self._decision.sample_rate}; plan and attach with the same loader"
             )
         self._steps_before = self.accountant.steps
+        self._private = private
         return private
 
-    def finish(self, private: PrivateTraining) -> dict[str, Any]:
+    def prepare(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer, DataLoader]:
+        """:meth:`attach` in the shape of ``train_local``'s ``prepare`` hook.
+
+        Use with ``step_fn=private_step``; call :meth:`finish` after ``train_local``.
+        """
+        private = self.attach(model, optimizer, loader)
+        return private.model, private.optimizer, private.loader
+
+    def finish(self, private: PrivateTraining | None = None) -> dict[str, Any]:
         """Close the round: unwrap the model and report what the round spent.
+
+        ``private`` defaults to the round's last :meth:`attach` (or :meth:`prepare`).
 
         Returns
         -------
@@ -133,7 +156,11 @@ class SitePrivacy:
             ``{"epsilon", "steps_round", "steps"}``. Warns if more steps were taken than
             planned (the epsilon may then exceed the budget).
         """
+        private = private if private is not None else self._private
+        if private is None:
+            raise RuntimeError("finish() without an attached round")
         private.close()
+        self._private = None
         steps_round = self.accountant.steps - (self._steps_before or 0)
         planned = self._decision.steps_next if self._decision is not None else steps_round
         if steps_round > planned:

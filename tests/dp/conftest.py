@@ -6,10 +6,10 @@ from typing import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from mpdrm.privacy import PrivateTraining, is_empty_batch
+from mpdrm.losses import MPDRMLoss
+from mpdrm.privacy import PrivateTraining, private_step
 
 N_EXAMPLES = 12
 BATCH = 4
@@ -31,44 +31,40 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"clips": self.clips[i], "target": self.target[i], "subject": self.subject[i]}
+        return {"clips": self.clips[i], "target": self.target[i], "subject": self.subject[i],
+                "visit": torch.tensor(0), "video": torch.tensor(i)}
 
 
 def build_tiny(seed: int = 0) -> torch.nn.Module:
-    """The real MPDRM tiny model, shrunk in frames and pixels, without dropout."""
+    """The real MPDRM tiny model, narrowed and shrunk in frames and pixels, without dropout."""
     from mpdrm.model import build_model
 
     torch.manual_seed(seed)
-    return build_model("tiny", num_subjects=SUBJECTS, frames=FRAMES, image_size=SIZE, dropout=0.0)
+    return build_model("tiny", num_subjects=SUBJECTS, frames=FRAMES, image_size=SIZE, dropout=0.0,
+                       widths=(8, 8, 16, 16), norm_groups=4, embed_dim=16, hidden_dim=16)
 
 
-def per_example_losses(out, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B,) per-example loss: task + prototype contrastive + orthogonality; no batch coupling."""
-    task = (out.prediction - batch["target"]) ** 2
-    proto = F.cross_entropy(out.prototype_similarity / 0.1, batch["subject"], reduction="none")
-    ortho = (F.normalize(out.depression, dim=-1) * out.personality).sum(-1) ** 2
-    return task + 0.5 * proto + 0.1 * ortho
+def dp_loss() -> MPDRMLoss:
+    """MPDRM's loss in its per-example mode (prototype contrastive, no batch terms)."""
+    return MPDRMLoss(task="regression", lambda_c=0.5, lambda_o=0.1, per_example=True)
 
 
 def mean_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return per_example_losses(model(batch["clips"]), batch).mean()
+    """Batch mean of the per-example losses, from a forward pass of ``model``."""
+    loss, _ = dp_loss()(model(batch["clips"]), batch)
+    return loss
 
 
 def run_round(
     private: PrivateTraining,
     epochs: int = 1,
-    loss: Callable[[torch.nn.Module, dict], torch.Tensor] = mean_loss,
 ) -> int:
-    """Train ``epochs`` Poisson epochs; returns the optimizer steps taken."""
+    """Train ``epochs`` Poisson epochs with ``private_step``; returns the steps taken."""
     steps = 0
+    loss_fn = dp_loss()
     for _ in range(epochs):
         for batch in private.loader:
-            if is_empty_batch(batch):
-                private.noise_only_step()
-            else:
-                private.optimizer.zero_grad(set_to_none=True)
-                loss(private.model, batch).backward()
-                private.optimizer.step()
+            private_step(private.model, batch, private.optimizer, loss_fn)
             steps += 1
     return steps
 
@@ -109,3 +105,13 @@ def make_loader() -> Callable[..., DataLoader]:
         return DataLoader(ClipDataset(n, seed), batch_size=batch, generator=torch.Generator().manual_seed(seed + 1))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these tests (restored after): on a shared 2-core machine
+    two threads per process were 10-30x slower for these small per-example kernels."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

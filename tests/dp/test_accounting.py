@@ -128,3 +128,27 @@ def test_zero_noise_has_infinite_epsilon():
     acct = SiteAccountant()
     acct.accountant.step(noise_multiplier=0.0, sample_rate=0.1)
     assert acct.epsilon(DELTA) == float("inf")
+
+
+def test_train_local_with_dp_hooks_accounts_every_step(make_model, loader):
+    """The privacy layer plugs into mpdrm.training.train_local through prepare/step_fn."""
+    from mpdrm.training import TrainConfig, train_local
+
+    from mpdrm.privacy import private_step, round_steps
+
+    cfg = DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=DELTA)
+    train_cfg = TrainConfig(epochs=2, lr=1e-3, max_steps=5, device="cpu")
+    site = SitePrivacy(cfg)
+    steps = round_steps(loader, train_cfg.epochs, train_cfg.max_steps)
+    assert steps == 5
+    assert site.plan_round(loader, steps).allowed
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_local(model, loader, train_cfg, prepare=site.prepare, step_fn=private_step)
+    report = site.finish()
+    assert result.steps == 5 and report["steps"] == 5 and report["steps_round"] == 5
+    assert report["epsilon"] == pytest.approx(independent_epsilon("prv", 1.0, 1 / len(loader), 5, DELTA))
+    assert list(model.state_dict()) == list(before)  # plain names again
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items()
+               if k.startswith("personality."))
+    assert all(not hasattr(p, "grad_sample") for p in model.parameters())
