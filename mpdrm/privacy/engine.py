@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
+from opacus.data_loader import CollateFnWithEmpty, DPDataLoader
 from opacus.optimizers import DPOptimizer
 from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader
@@ -71,6 +71,20 @@ def is_empty_batch(batch: Any) -> bool:
         raise TypeError(f"cannot tell the size of a batch of type {type(batch).__name__}")
     tensors = [v for v in values if isinstance(v, torch.Tensor) and v.dim() > 0]
     return bool(tensors) and all(t.shape[0] == 0 for t in tensors)
+
+
+def prime_empty_batches(loader: DPDataLoader) -> None:
+    """Make an empty Poisson batch keep the dataset's batch structure from the start.
+
+    Opacus learns the structure of an empty batch from the first non-empty one; if the
+    very first batch is empty, it builds a list from ``dataset[0]`` that fails for
+    dict examples (Opacus 1.6). Priming it with one collated example fixes that.
+    """
+    collate = loader.collate_fn
+    if isinstance(collate, CollateFnWithEmpty) and collate.first_batch is None and len(loader.dataset) > 0:
+        example = [loader.dataset[0]]
+        fn = collate.wrapped_collator_fn
+        collate.first_batch = fn(example) if fn is not None else example
 
 
 def noise_only_step(optimizer: DPOptimizer) -> None:
@@ -230,6 +244,7 @@ def make_private(
         grad_sample_mode=grad_sample_mode,
         noise_generator=None if secure_mode else noise_generator,
     )
+    prime_empty_batches(private_loader)
     return PrivateTraining(
         model=private_model,
         optimizer=private_optimizer,

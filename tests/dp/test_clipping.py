@@ -162,3 +162,15 @@ def test_batch_coupled_loss_breaks_the_loop_reference(model, loader, loss_fn):
     assert not all(torch.allclose(p.summed_grad, r, rtol=1e-3, atol=1e-6)
                    for p, r in zip(params, reference))
     private.close()
+
+
+def test_empty_first_poisson_batch_keeps_the_dict_structure(model, loader):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    private = make_private(model, opt, loader, accountant=SiteAccountant(),
+                           noise_multiplier=1.0, max_grad_norm=1.0)
+    empty = private.loader.collate_fn([])  # what the loader yields when no example is sampled
+    assert isinstance(empty, dict) and set(empty) == set(loader.dataset[0])
+    assert empty["clips"].shape == (0, 1, 8, 32, 32)
+    from mpdrm.privacy import is_empty_batch
+    assert is_empty_batch(empty)
+    private.close()
