@@ -1,0 +1,161 @@
+"""The local training loop and the evaluation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import mpdrm
+from mpdrm.training import TrainConfig, evaluate, lr_factor, predict, train_local
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return mpdrm.build_model("tiny", **{"num_subjects": 4, "image_size": 32, "frames": 8, **kw})
+
+
+def _mse(model, loader):
+    out = predict(model, loader)
+    return float(np.mean((out["prediction"] - out["target"]) ** 2))
+
+
+def test_training_lowers_the_loss(brightness_dataset):
+    data = brightness_dataset(n=48)
+    loader = DataLoader(data, batch_size=8, shuffle=True)
+    model = _model()
+    before = _mse(model, loader)
+    cfg = TrainConfig(epochs=3, lr=3e-3, lambda_c=0.1, lambda_o=0.1, seed=0, device="cpu")
+    result = train_local(model, loader, cfg)
+    after = _mse(model, loader)
+    assert result.steps == 18 and result.num_examples == 48
+    assert after < 0.5 * before, (before, after)
+    for key in ("loss", "task", "contrastive", "orthogonality", "lr", "seconds", "proximal"):
+        assert math.isfinite(result.metrics[key]), key
+    assert result.optimizer_state["state"]  # AdamW moments to carry to the next round
+
+
+def test_same_seed_same_weights(brightness_dataset):
+    data = brightness_dataset(n=24)
+    cfg = TrainConfig(epochs=1, lr=1e-3, seed=7, device="cpu", contrastive="prototype")
+    states = []
+    for _ in range(2):
+        model = _model(seed=3)
+        train_local(model, DataLoader(data, batch_size=8, shuffle=True), cfg)
+        states.append(model.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    other = _model(seed=3)
+    train_local(other, DataLoader(data, batch_size=8, shuffle=True), TrainConfig(epochs=1, seed=8, device="cpu",
+                                                                                 contrastive="prototype"))
+    assert any(not torch.equal(states[0][k], other.state_dict()[k]) for k in states[0])
+
+
+def test_optimizer_state_and_proximal_term(brightness_dataset):
+    data = brightness_dataset(n=16)
+    loader = DataLoader(data, batch_size=8)
+    model = _model()
+    ref = {k: v.clone() for k, v in mpdrm.shared_state(model).items()}
+    first = train_local(model, loader, TrainConfig(epochs=1, device="cpu", max_steps=1))
+    assert first.steps == 1
+    # resume with the returned state; the configured lr is restored, not the decayed one
+    second = train_local(model, loader, TrainConfig(epochs=1, lr=5e-4, schedule="none", device="cpu"),
+                         optimizer_state=first.optimizer_state)
+    assert second.metrics["lr"] == 5e-4
+
+    def drift(mu):
+        m = _model()
+        start = {k: v.clone() for k, v in mpdrm.shared_state(m).items()}
+        cfg = TrainConfig(epochs=2, lr=1e-2, proximal_mu=mu, device="cpu", schedule="none")
+        r = train_local(m, loader, cfg, reference_params=start)
+        names = dict(m.named_parameters())
+        d = sum(float((names[k].detach() - v).square().sum()) for k, v in start.items() if k in names)
+        return d, r.metrics["proximal"]
+
+    free, prox_free = drift(0.0)
+    held, prox_held = drift(50.0)
+    assert prox_free == 0.0 and prox_held > 0.0
+    assert held < free
+
+
+def test_lr_schedules():
+    cos = TrainConfig(schedule="cosine")
+    assert lr_factor(cos, 0, 10, 5) == 1.0
+    assert lr_factor(cos, 5, 10, 5) == pytest.approx(0.5)
+    assert lr_factor(cos, 10, 10, 5) == pytest.approx(0.0, abs=1e-12)
+    step = TrainConfig(schedule="step", step_size=1, step_gamma=0.1)
+    assert [lr_factor(step, s, 10, 5) for s in (0, 4, 5, 9)] == pytest.approx([1, 1, 0.1, 0.1])
+    assert lr_factor(TrainConfig(schedule="none"), 3, 10, 5) == 1.0
+    with pytest.raises(ValueError):
+        TrainConfig(schedule="linear")
+
+
+def test_prepare_and_step_hooks(brightness_dataset):
+    """The privacy layer plugs in through `prepare` and `step_fn` without copying the loop."""
+    data = brightness_dataset(n=16)
+    loader = DataLoader(data, batch_size=8)
+    seen = {}
+
+    def prepare(model, optimizer, loader_):
+        seen["prepare"] = (type(model).__name__, type(optimizer).__name__)
+        return model, optimizer, loader_
+
+    def step(model, batch, optimizer, loss_fn, grad_clip):
+        seen.setdefault("steps", 0)
+        seen["steps"] += 1
+        seen["per_example"] = loss_fn.per_example
+        seen["grad_clip"] = grad_clip
+        optimizer.zero_grad()
+        loss, parts = loss_fn(model(batch["clips"]), batch, reduction="none")
+        loss.mean().backward()
+        optimizer.step()
+        return parts
+
+    model = _model()
+    r = train_local(model, loader, TrainConfig(device="cpu"), prepare=prepare, step_fn=step)
+    assert seen == {"prepare": ("MPDRM", "AdamW"), "steps": 2, "per_example": True, "grad_clip": None}
+    assert r.steps == 2
+
+
+@pytest.mark.parametrize("personality", ["clip", "subject_mean"])
+def test_evaluate_regression(personality, brightness_dataset):
+    data = brightness_dataset(n=12)
+    model = _model()
+    out = evaluate(model, DataLoader(data, batch_size=5), task="regression", personality=personality)
+    assert set(out) == {"rmse", "mae", "pcc", "ccc", "clip_rmse", "clip_mae", "clip_pcc", "clip_ccc"}
+    assert all(math.isfinite(v) for v in out.values())
+    assert model.training  # mode restored
+
+
+def test_subject_mean_uses_the_subjects_mean_embedding(brightness_dataset):
+    data = brightness_dataset(n=8, subjects=2)
+    model = _model().eval()
+    loader = DataLoader(data, batch_size=3)
+    got = predict(model, loader, personality="subject_mean")["prediction"]
+    clips = data.clips
+    with torch.no_grad():
+        p = model.personality_embedding(clips)
+        want = []
+        for i in range(len(data)):
+            s = int(data.subject[i])
+            mean = torch.nn.functional.normalize(p[data.subject == s].mean(0), dim=0)
+            want.append(model(clips[i: i + 1], personality=mean[None]).prediction.item())
+    assert np.allclose(got, want, atol=1e-5)
+
+
+def test_evaluate_classification(brightness_dataset):
+    data = brightness_dataset(n=12, task="classification")
+    model = _model(task="classification", num_classes=2)
+    out = evaluate(model, DataLoader(data, batch_size=6))
+    assert set(out) == {"accuracy", "f1", "auc", "clip_accuracy", "clip_f1", "clip_auc"}
+    r = train_local(model, DataLoader(data, batch_size=6), TrainConfig(device="cpu", max_steps=1))
+    assert math.isfinite(r.metrics["loss"])
+
+
+def test_ablated_models_train(brightness_dataset):
+    data = brightness_dataset(n=8)
+    for kw in (dict(use_mpfn=False), dict(use_rarm=False), dict(use_mmp=False), dict(num_subjects=0)):
+        model = _model(**kw)
+        cfg = TrainConfig(device="cpu", max_steps=1, contrastive="prototype")
+        assert math.isfinite(train_local(model, DataLoader(data, batch_size=8), cfg).metrics["loss"])
+        assert math.isfinite(evaluate(model, DataLoader(data, batch_size=8), personality="subject_mean")["mae"])
