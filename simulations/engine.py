@@ -33,7 +33,9 @@ class _DropDeprecatedRunSimulation(logging.Filter):
 
 def configure_logging(level: str) -> None:
     """Flower's logger at ``level``; our own progress lines are printed."""
-    flwr_logger = logging.getLogger("flwr")
+    from flwr.supercore.logger import FLOWER_LOGGER  # importing it resets the level to DEBUG
+
+    flwr_logger = FLOWER_LOGGER
     flwr_logger.setLevel(getattr(logging, level.upper(), logging.WARNING))
     for handler in flwr_logger.handlers:
         handler.addFilter(_DropDeprecatedRunSimulation())

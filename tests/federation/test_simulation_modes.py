@@ -1,0 +1,50 @@
+"""The comparison modes write the same summary.json shape (one round each, no Ray).
+
+fedavg_full sends the personality branch too (but never the per-subject prototypes),
+local_only sends no arrays at all, centralized trains on the pooled data without Flower.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulations.centralized import run_centralized
+from tests.federation.sim_helpers import TINY_RUN, make_tiny_cohort, node_context, run_in_process
+
+KEYS = {"config", "mode", "shared_keys", "local_keys", "initial", "rounds", "final", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_cohort(tmp_path_factory.mktemp("modes"), sites=2)
+
+
+def _config(cohort: Path, root: Path, mode: str) -> dict:
+    return {**TINY_RUN, "cohort": str(cohort), "run-dir": str(root / "run"), "state-root": str(root / "state"),
+            "num-server-rounds": 1, "mode": mode}
+
+
+def _check_shape(summary: dict, mode: str) -> None:
+    assert KEYS <= set(summary) and summary["mode"] == mode
+    assert set(summary["final"]["per_site"]) == {"site-01", "site-02"}
+    assert {"rmse", "mae", "pcc", "ccc"} <= set(summary["final"]) <= set(summary["initial"]["eval"]) | {"per_site"}
+
+
+@pytest.mark.parametrize("mode", ["fedavg_full", "local_only"])
+def test_federated_baselines(cohort: Path, tmp_path: Path, mode: str) -> None:
+    summary = run_in_process(_config(cohort, tmp_path, mode), {100 + i: node_context(i, 2) for i in range(2)})
+    _check_shape(summary, mode)
+    entry = summary["rounds"][0]
+    if mode == "local_only":
+        assert summary["shared_keys"] == [] and entry["bytes_up"] == entry["bytes_down"] == 0
+    else:
+        assert any(k.startswith("personality.") for k in summary["shared_keys"])
+        assert all("prototype" not in k for k in summary["shared_keys"])
+        assert entry["bytes_up"] > 0 and not entry["rejected"]
+
+
+def test_centralized(cohort: Path, tmp_path: Path) -> None:
+    summary = run_centralized(_config(cohort, tmp_path, "centralized"))
+    _check_shape(summary, "centralized")
+    assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "plots" / "eval_rmse.png").is_file()
