@@ -74,3 +74,17 @@ def prepare_cohort(cohort: Path, prepare_cfg: Any, workers: int) -> None:
         result = prepare_site(site, prepare_cfg, workers=workers, progress=True)
         if not result.ok:
             raise RuntimeError(f"{site}: no usable video after preparation (see {site}/.mpdrm-cache/report.json)")
+
+
+def oracle_reference(cohort: Path) -> dict[str, Any] | None:
+    """Normalised reference errors of a synthetic cohort (``oracle.json``): the oracle floor,
+    the habit-blind oracle and the constant (mean-score) predictor; ``None`` if absent."""
+    path = Path(cohort) / "oracle.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    ref = {"oracle": data.get("normalised")}
+    for key in ("habit_blind", "constant"):
+        if isinstance(data.get(key), dict):
+            ref[key] = data[key].get("normalised")
+    return {k: v for k, v in ref.items() if v}

@@ -32,4 +32,7 @@ def final_table(summary: Mapping[str, Any]) -> str:
         f"mode {summary.get('mode')} | rounds {len(summary.get('rounds', []))} | "
         f"bytes up {total_up:,} down {total_down:,} | wall {summary.get('wall_seconds', 0):.0f} s"
     )
+    for name, values in (summary.get("reference") or {}).items():
+        shown = " ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        lines.append(f"reference (synthetic cohort truth) {name}: {shown}")
     return "\n".join(lines)

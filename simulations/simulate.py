@@ -25,9 +25,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from client.runconfig import flatten
-from server.summary import SUMMARY_FILE
+from server.summary import SUMMARY_FILE, write_summary
 
-from .cohort import ensure_synthetic_cohort, prepare_cohort, score_max_of
+from .cohort import ensure_synthetic_cohort, oracle_reference, prepare_cohort, score_max_of
 from .engine import QUIET_ENV
 from .processes import new_token, run_isolated
 from .report import final_table
@@ -110,6 +110,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if status != 0:
         raise SystemExit(status if status == 130 else f"[fedmpdrm] the simulation failed (exit status {status}); run folder: {run_dir}")
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    reference = oracle_reference(cohort)
+    if reference:
+        summary["reference"] = reference
+        write_summary(run_dir, summary)
     print(final_table(summary), flush=True)
     print(f"[fedmpdrm] done in {time.perf_counter() - started:.0f} s: {run_dir / SUMMARY_FILE}", flush=True)
     return summary
