@@ -21,6 +21,7 @@ from mpdrm.training import TrainConfig, evaluate, train_local
 
 from .data import eval_loader, site_data, train_loader
 from .model import build_site_model, load_weights, site_specific_names
+from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
 from .runconfig import build, merged
 from .sharing import check_inbound, kept_names, outbound_state, shared_names
 from .site import Site, resolve_site
@@ -98,14 +99,26 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
     if "proximal-mu" in s.cfg and float(s.cfg["proximal-mu"]) > 0:
         tcfg.proximal_mu = float(s.cfg["proximal-mu"])
         reference = {k: v.detach().clone() for k, v in s.model.state_dict().items() if k in set(s.shared)}
-    loader = train_loader(s.data.train, s.cfg, seed=derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round))
+    loader_seed = derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round)
+    dp_cfg = client_dp_config(s.cfg)
+    dp_round = None
+    if dp_cfg is not None:  # client-side DP-SGD: Poisson loader, budget check, Opacus seams
+        dp_round = PrivateRound(dp_cfg, newest_ledger(s.store.candidates()), s.data.train,
+                                batch_size=int(s.cfg["data.batch_size"]), epochs=tcfg.epochs,
+                                max_steps=tcfg.max_steps, seed=loader_seed)
+        if not dp_round.allowed:
+            log.warning("site %s round %d declined: %s", s.site.name, server_round, dp_round.decision.reason)
+            return decline_reply(message, s.site.site_id, dp_round)
+    loader = dp_round.loader if dp_round is not None else train_loader(s.data.train, s.cfg, seed=loader_seed)
     result = train_local(
         s.model,
         loader,
         tcfg,
         optimizer_state=s.state["optimizer"] if s.state is not None else None,
         reference_params=reference,
+        **(dp_round.train_kwargs() if dp_round is not None else {}),
     )
+    dp_state = dp_round.close() if dp_round is not None else (s.state.get("dp") if s.state is not None else None)
     local = {k: v.detach().clone() for k, v in s.model.state_dict().items() if k in set(kept_names(s.model, s.shared))}
     s.store.save(
         {
@@ -113,7 +126,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             "local": local,
             "optimizer": result.optimizer_state,
             "rng": capture_rng(),
-            "dp": s.state.get("dp") if s.state is not None else None,
+            "dp": dp_state,
             "site": s.site.name,
         }
     )
@@ -126,6 +139,8 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             "train-seconds": time.perf_counter() - start,
         }
     )
+    if dp_round is not None:
+        metrics.update(dp_round.metrics())
     log.info("site %s round %d trained: %s", s.site.name, server_round, metrics)
     content = RecordDict(
         {"arrays": ArrayRecord(outbound_state(s.model, s.shared)), "metrics": MetricRecord(metrics)}

@@ -100,6 +100,10 @@ class SiteStateStore:
                     raise RuntimeError(f"{file}: unreadable site state ({err})") from err
         return found
 
+    def candidates(self) -> list[dict[str, Any]]:
+        """Every saved state the site can read (memory mirror, current and previous file)."""
+        return self._candidates()
+
     def load(self, server_round: int | None = None) -> dict[str, Any] | None:
         """The state to continue from before ``server_round``.
 

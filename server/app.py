@@ -25,6 +25,7 @@ from client.sharing import kept_names, outbound_state, shared_names
 from client.site import cohort_sites
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .dp_report import budget_stop, record_round_dp
 from .loop import evaluate_round, run_rounds
 from .plots import write_plots
 from .progress import progress_line
@@ -92,10 +93,15 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         print(progress_line(0, rounds, summary["initial"]), flush=True)
     base_seconds = float(summary.get("wall_seconds", 0.0))
 
-    def on_round(server_round: int, current: ArrayRecord) -> None:
+    def on_round(server_round: int, current: ArrayRecord) -> bool:
         entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
+        record_round_dp(summary, entry, strategy)
         add_round(summary, entry)
         summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+        stop = budget_stop(summary, int(cfg["min-sites"]))
+        if stop is not None:
+            summary["stopped"] = {"round": server_round, "reason": stop}
+            print(f"[fedmpdrm] stopping after round {server_round}: {stop}", flush=True)
         save_checkpoint(
             run_dir,
             Checkpoint(
@@ -108,6 +114,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         )
         write_summary(run_dir, summary)
         print(progress_line(server_round, rounds, entry), flush=True)
+        return stop is not None
 
     if first <= rounds:
         run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=train_cfg,

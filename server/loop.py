@@ -14,7 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-RoundHook = Callable[[int, ArrayRecord], None]
+RoundHook = Callable[[int, ArrayRecord], "bool | None"]
 
 
 def evaluate_round(strategy: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord, config: ConfigRecord, timeout: float) -> MetricRecord | None:
@@ -38,7 +38,8 @@ def run_rounds(
 ) -> ArrayRecord:
     """Run rounds ``first..last``; returns the final global arrays.
 
-    A round whose aggregation fails (too few valid replies) keeps the global arrays.
+    A round whose aggregation fails (too few valid replies) keeps the global arrays;
+    ``on_round`` returning True ends the run after that round.
     """
     for server_round in range(first, last + 1):
         messages = strategy.configure_train(server_round, arrays, ConfigRecord(dict(train_config)), grid)
@@ -47,5 +48,6 @@ def run_rounds(
         if aggregated is not None:
             arrays = aggregated
         evaluate_round(strategy, grid, server_round, arrays, evaluate_config, timeout)
-        on_round(server_round, arrays)
+        if on_round(server_round, arrays):  # True: the run must end (e.g. no site has budget left)
+            break
     return arrays

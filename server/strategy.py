@@ -12,6 +12,7 @@ from strategies.personalized import PersonalizedStrategy
 
 from client.runconfig import section
 
+from .central_dp import central_dp_wrapper
 from .local_only import LocalOnlyStrategy
 
 #: ``local_prefix`` for the fedavg_full baseline: no name is treated as site-local.
@@ -36,12 +37,14 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
         return LocalOnlyStrategy(FedAvg(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **sampling))
     options = {**sampling, **section(cfg, "strategy.options")}
     name = str(cfg["strategy.aggregation"])
+    wrap = central_dp_wrapper(cfg)  # dp.mode=central: Flower's server-side clipping + noise
     if mode == "mpdrm":
-        return strategies.build_strategy(name, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **options)
+        return strategies.build_strategy(name, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,
+                                         wrap_aggregator=wrap, **options)
     if mode == "fedavg_full":
         inner = strategies.build_strategy(
             name, [n for n in shared_names if not n.startswith("personality.")] or ["_"],
-            min_train_nodes=min_sites, min_evaluate_nodes=min_sites, **options,
+            min_train_nodes=min_sites, min_evaluate_nodes=min_sites, wrap_aggregator=wrap, **options,
         )
         return PersonalizedStrategy(
             inner.aggregator, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,

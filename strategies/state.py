@@ -45,7 +45,8 @@ def aggregator_state(strategy: Strategy) -> list[dict[str, Any]]:
         One dict per strategy in the chain (outermost first) with the attributes
         present: ``m_t``/``v_t`` (name -> ndarray), ``momentum_vector`` (list of
         ndarrays), ``current_arrays`` of FedAvgM (name -> ndarray),
-        ``clipping_norm`` (float).
+        ``clipping_norm`` (float), ``accountant`` (a DP wrapper's privacy
+        accountant ``state_dict()``, so that epsilon survives a resume).
     """
     states: list[dict[str, Any]] = []
     for item in _chain(strategy):
@@ -61,6 +62,9 @@ def aggregator_state(strategy: Strategy) -> list[dict[str, Any]]:
         for attr in _SCALARS:
             if hasattr(item, attr):
                 state[attr] = float(getattr(item, attr))
+        accountant = getattr(item, "accountant", None)
+        if accountant is not None and hasattr(accountant, "state_dict"):
+            state["accountant"] = accountant.state_dict()
         current = getattr(item, "current_arrays", None)
         if isinstance(current, ArrayRecord) and "momentum_vector" in state:
             state["current_arrays"] = {k: a.numpy() for k, a in current.items()}
@@ -85,6 +89,8 @@ def load_aggregator_state(strategy: Strategy, states: list[dict[str, Any]]) -> N
         for attr in (*_ARRAY_DICTS, *_ARRAY_LISTS, *_SCALARS):
             if attr in state:
                 setattr(item, attr, state[attr])
+        if "accountant" in state and getattr(item, "accountant", None) is not None:
+            item.accountant.load_state_dict(state["accountant"])  # type: ignore[attr-defined]
         if "current_arrays" in state:
             item.current_arrays = ArrayRecord(  # type: ignore[attr-defined]
                 {k: Array(np.asarray(v)) for k, v in state["current_arrays"].items()}

@@ -40,6 +40,19 @@ def check_error(message: Message) -> str | None:
     return None
 
 
+DECLINED_RECORD = "declined"
+"""ConfigRecord of a reply by which a site declines the round (with a ``reason``),
+e.g. because training it would exceed the site's privacy budget."""
+
+
+def check_declined(content: RecordDict) -> str | None:
+    """Report a site's explicit refusal of the round, quoting its reason."""
+    record = content.config_records.get(DECLINED_RECORD)
+    if record is None:
+        return None
+    return f"declined by the site: {record.get('reason', 'no reason given')}"
+
+
 def check_local_leak(
     content: RecordDict, local_prefix: str = LOCAL_PREFIX
 ) -> str | None:
@@ -185,6 +198,8 @@ def validate_train_reply(
         return reason
     content = message.content
     if reason := check_local_leak(content, local_prefix):
+        return reason
+    if reason := check_declined(content):
         return reason
     if reason := check_structure(content, expect_arrays=True):
         return reason
