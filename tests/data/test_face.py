@@ -70,7 +70,8 @@ def test_haar_finds_the_face_and_crops_follow_it(tmp_path):
 
 def test_haar_site_report(tmp_path, helpers):
     site = tmp_path / "site"
-    astronaut_video((site / "videos").mkdir(parents=True) or site / "videos/a.mp4")
+    (site / "videos").mkdir(parents=True)
+    astronaut_video(site / "videos/a.mp4")
     helpers.write_video(site / "videos/noface.mp4", helpers.moving_blob_frames(45))
     helpers.write_manifest(site, [["videos/a.mp4", "A", 1, 10],
                                   ["videos/noface.mp4", "B", 1, 10]])
