@@ -96,11 +96,14 @@ class OpacusRdpAccountant:
         return self._epsilon(self._compositions, delta)[0]
 
     def get_delta(self, epsilon: float) -> float:
-        """Cumulative delta at ``epsilon`` (RDP conversion, Mironov 2017, Prop. 3)."""
+        """Cumulative delta at ``epsilon``: the inverse, per order, of the conversion that
+        :meth:`get_epsilon` uses (Balle et al. 2020, as in Opacus), minimised over orders."""
         if not self._compositions:
             return 0.0
         rdp = self._rdp(self._compositions)
-        return float(min(1.0, min(math.exp((a - 1) * (r - epsilon)) for a, r in zip(ORDERS, rdp))))
+        log_delta = min((a - 1) * (r - epsilon + math.log1p(-1 / a)) - math.log(a)
+                        for a, r in zip(ORDERS, rdp) if a > 1)
+        return float(math.exp(min(0.0, log_delta)))
 
     def get_privacy_spent(self, delta: float | None = None) -> PrivacySpent:
         """Cumulative (epsilon, delta) and the number of releases."""
