@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Scalar] = {
     "fraction-train": 1.0,
     "fraction-evaluate": 1.0,
     "min-sites": 2,
+    "min-sites-wait": 120.0,
     "round-timeout": 3600.0,
     "data.test_fraction": 0.34,
     "data.score_max": 27.0,

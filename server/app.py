@@ -4,6 +4,12 @@ Reads the run config, builds the strategy over the shared names of the seeded in
 model, evaluates the untrained model (round 0), runs the rounds, and after each round
 writes ``checkpoint.pt`` and ``summary.json`` atomically into ``run-dir``. With
 ``resume=true`` it continues after the last complete round of that checkpoint.
+
+Too few sites (``min-sites``, :mod:`server.min_sites`) end the run: fewer connected
+sites than the minimum after ``min-sites-wait`` seconds, or a round with fewer valid
+training replies, logs an ERROR, records ``stopped`` (``failed: true``) in
+``summary.json`` and raises :class:`~server.min_sites.TooFewSites`, so the Flower run
+ends ``finished:failed`` with that message.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log as flwr_log
 
 from client.model import build_site_model, site_specific_names
 from client.runconfig import merged
@@ -26,7 +34,8 @@ from client.site import cohort_sites
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .dp_report import budget_stop, record_round_dp
-from .loop import evaluate_round, run_rounds
+from .loop import Gate, TrainCheck, evaluate_round, run_rounds
+from .min_sites import TooFewSites, ensure_nodes, train_shortfall
 from .plots import write_plots
 from .progress import progress_line
 from .strategy import capture_state, make_strategy, restore_state
@@ -46,6 +55,56 @@ def site_names(cfg: Mapping[str, Any]) -> dict[str, str]:
 def instruction_config(cfg: Mapping[str, Any]) -> ConfigRecord:
     """The training/evaluation settings sent to the sites with every instruction."""
     return ConfigRecord({k: v for k, v in cfg.items() if k.startswith(("train.", "eval."))})
+
+
+def site_rules(cfg: Mapping[str, Any], grid: Grid, strategy: Strategy, sites: Mapping[str, str],
+               summary: Mapping[str, Any]) -> tuple[Gate, TrainCheck]:
+    """The ``min-sites`` hooks of :func:`server.loop.run_rounds` (both raise :class:`TooFewSites`).
+
+    ``gate``: before a stage samples sites, wait at most ``min-sites-wait`` seconds for
+    ``min-sites`` connected nodes (an evaluation with ``fraction-evaluate=0`` samples none).
+    ``after_train``: a round with fewer valid training replies than ``min-sites`` ends the
+    run, unless the privacy-budget rule explains it (that rule stops the run after the round).
+    """
+    min_sites, wait = int(cfg["min-sites"]), float(cfg["min-sites-wait"])
+    skip_evaluate = float(cfg["fraction-evaluate"]) <= 0.0
+
+    def known() -> dict[int, int]:
+        return dict(getattr(strategy, "node_sites", {}))
+
+    def gate(server_round: int, stage: str) -> None:
+        if not (stage == "evaluate" and skip_evaluate):
+            ensure_nodes(grid, server_round, stage, min_sites, wait, known(), sites)
+
+    def after_train(server_round: int) -> None:
+        raw = strategy.rounds[server_round].to_dict()
+        reason = train_shortfall(raw, min_sites, known(), sites)
+        if reason is None:
+            return
+        tentative = {**summary, "rounds": [*summary["rounds"], round_entry(raw, sites)]}
+        if budget_stop(tentative, min_sites) is None:
+            raise TooFewSites(server_round, "train", reason)
+
+    return gate, after_train
+
+
+def record_failure(run_dir: Path, summary: dict[str, Any], strategy: Strategy, sites: Mapping[str, str],
+                   error: TooFewSites) -> None:
+    """Log the failure as an ERROR and record it in ``summary.json`` (``stopped``).
+
+    ``stopped`` gets ``{"round", "stage", "reason", "failed": true}``; a round whose
+    training came back short is added to ``rounds`` (with its rejections) without
+    changing ``final`` (the evaluation of the last complete round).
+    """
+    flwr_log(logging.ERROR, "run stopped, too few sites: %s", error.reason)
+    print(f"[fedmpdrm] ERROR: run stopped: {error.reason}", flush=True)
+    summary["stopped"] = {"round": error.server_round, "stage": error.stage, "reason": error.reason,
+                          "failed": True}
+    rounds = getattr(strategy, "rounds", {})
+    if error.stage == "train" and error.server_round in rounds:
+        entry = round_entry(rounds[error.server_round].to_dict(), sites)
+        summary["rounds"] = [r for r in summary["rounds"] if r["round"] != error.server_round] + [entry]
+    write_summary(run_dir, summary)
 
 
 def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -87,10 +146,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         print(f"[fedmpdrm] resuming {run_dir} after round {ckpt.round}", flush=True)
     else:
         summary, first = new_summary(cfg, shared, kept_names(model, shared), mode, sites), 1
-        evaluate_round(strategy, grid, 0, arrays, evaluate_cfg, timeout)
-        initial = strategy.rounds[0].to_dict()
-        summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
-        print(progress_line(0, rounds, summary["initial"]), flush=True)
+    gate, after_train = site_rules(cfg, grid, strategy, sites, summary)
     base_seconds = float(summary.get("wall_seconds", 0.0))
 
     def on_round(server_round: int, current: ArrayRecord) -> bool:
@@ -116,9 +172,20 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
         print(progress_line(server_round, rounds, entry), flush=True)
         return stop is not None
 
-    if first <= rounds:
-        run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=train_cfg,
-                   evaluate_config=evaluate_cfg, timeout=timeout, on_round=on_round)
+    try:
+        if ckpt is None:
+            evaluate_round(strategy, grid, 0, arrays, evaluate_cfg, timeout, gate)
+            initial = strategy.rounds[0].to_dict()
+            summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
+            print(progress_line(0, rounds, summary["initial"]), flush=True)
+        if first <= rounds:
+            run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=train_cfg,
+                       evaluate_config=evaluate_cfg, timeout=timeout, on_round=on_round,
+                       gate=gate, after_train=after_train)
+    except TooFewSites as error:  # the ServerApp ends failed, with the reason as its message
+        summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+        record_failure(run_dir, summary, strategy, sites, error)
+        raise
     summary["wall_seconds"] = base_seconds + time.perf_counter() - start
     write_summary(run_dir, summary)
     write_plots(summary, run_dir / "plots")

@@ -12,6 +12,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from strategies.metrics import per_site_metrics, weighted_average
+from strategies.ordering import node_sites
 from strategies.round_log import RoundLog
 from strategies.traffic import total_bytes
 
@@ -28,6 +29,7 @@ class LocalOnlyStrategy(Strategy):
     def __init__(self, sampler: FedAvg) -> None:
         self.aggregator = sampler
         self.rounds: dict[int, RoundLog] = {}
+        self.node_sites: dict[int, int] = {}  # node id -> site id seen in valid replies
 
     def round_log(self, server_round: int) -> RoundLog:
         """Return (creating if needed) the log of ``server_round``."""
@@ -50,6 +52,7 @@ class LocalOnlyStrategy(Strategy):
         entry = self.round_log(server_round)
         entry.bytes_up_train += total_bytes(valid)
         entry.train_per_site = per_site_metrics(valid)
+        self.node_sites.update(node_sites(valid))
         metrics = weighted_average(entry.train_per_site) if valid else None
         entry.train_metrics = dict(metrics) if metrics is not None else None
         return None, metrics

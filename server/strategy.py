@@ -54,8 +54,10 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
 
 
 def capture_state(strategy: Strategy) -> dict[str, Any]:
-    """Server-optimizer state of the aggregator chain and the strategy's per-round logs."""
-    state = {"aggregators": strategies.aggregator_state(strategy), "rounds": getattr(strategy, "rounds", {})}
+    """Server-optimizer state of the aggregator chain, the strategy's per-round logs and
+    the node id -> site id map (names a dead site after a resume)."""
+    state = {"aggregators": strategies.aggregator_state(strategy), "rounds": getattr(strategy, "rounds", {}),
+             "node_sites": getattr(strategy, "node_sites", {})}
     return pickle.loads(pickle.dumps(state))
 
 
@@ -64,3 +66,5 @@ def restore_state(strategy: Strategy, state: Mapping[str, Any]) -> None:
     strategies.load_aggregator_state(strategy, state["aggregators"])
     if hasattr(strategy, "rounds"):
         strategy.rounds = pickle.loads(pickle.dumps(dict(state["rounds"])))
+    if hasattr(strategy, "node_sites"):
+        strategy.node_sites = dict(state.get("node_sites", {}))

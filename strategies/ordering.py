@@ -7,7 +7,7 @@ the floating-point summation order, so aggregates are bit-identical across runs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from flwr.app import Message
 
@@ -28,3 +28,33 @@ def duplicate_site_ids(messages: Iterable[Message], key: str = "site-id") -> set
     """Return the site ids reported by more than one reply."""
     counts = Counter(site_id_of(message, key) for message in messages)
     return {site for site, count in counts.items() if count > 1}
+
+
+def node_sites(messages: Iterable[Message], key: str = "site-id") -> dict[int, int]:
+    """Return ``{node id: site id}`` of validated replies (where each site was seen)."""
+    return {int(message.metadata.src_node_id): site_id_of(message, key) for message in messages}
+
+
+def site_label(site_id: int | None, node_id: int, known: Mapping[int, int]) -> str:
+    """Name the site behind a reply for a log line: ``site 3 (node 42)``.
+
+    Parameters
+    ----------
+    site_id : int or None
+        The site id the reply reported (``None``: none, e.g. an error reply).
+    node_id : int
+        The Flower node id the reply came from.
+    known : Mapping[int, int]
+        Node id -> site id seen in earlier valid replies.
+
+    Returns
+    -------
+    str
+        ``site N (node M)``; ``site N (node M, seen earlier)`` when the id comes from
+        ``known``; ``unknown site (node M)`` when neither names it.
+    """
+    if site_id is not None:
+        return f"site {site_id} (node {node_id})"
+    if node_id in known:
+        return f"site {known[node_id]} (node {node_id}, seen earlier)"
+    return f"unknown site (node {node_id})"

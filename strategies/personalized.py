@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from .metrics import per_site_metrics, weighted_average
-from .ordering import duplicate_site_ids, site_id_of, sort_by_site_id
+from .ordering import duplicate_site_ids, node_sites, site_id_of, site_label, sort_by_site_id
 from .round_log import Rejection, RoundLog
 from .traffic import total_bytes
 from .validation import (
@@ -97,6 +97,8 @@ class PersonalizedStrategy(Strategy):
         self.site_id_key = site_id_key
         self.local_prefix = local_prefix
         self.rounds: dict[int, RoundLog] = {}
+        #: Node id -> site id of every valid reply so far (names dead/rejected sites).
+        self.node_sites: dict[int, int] = {}
         self._reference: dict[str, ArraySpec] = {}
         self._key_order: list[str] = []
 
@@ -282,6 +284,7 @@ class PersonalizedStrategy(Strategy):
             site = site_id_of(reply, self.site_id_key)
             self._reject(entry, stage, reply, f"duplicate site id {site}")
             valid.remove(reply)
+        self.node_sites.update(node_sites(valid, self.site_id_key))
         return sort_by_site_id(valid, self.site_id_key)
 
     def _reject(self, entry: RoundLog, stage: str, reply: Message, reason: str) -> None:
@@ -297,11 +300,10 @@ class PersonalizedStrategy(Strategy):
         )
         log(
             WARNING,
-            "round %d %s: rejected reply of site %s (node %s): %s",
+            "round %d %s: rejected reply of %s: %s",
             entry.round,
             stage,
-            site_id if site_id is not None else "?",
-            node_id,
+            site_label(site_id, node_id, self.node_sites),
             reason,
         )
 

@@ -87,3 +87,42 @@ def test_crafted_reply_with_personality_is_rejected(cohort: Path, tmp_path: Path
     rejected = summary["rounds"][0]["rejected"]
     assert len(rejected) == 1 and rejected[0]["site_id"] == 1 and "personality." in rejected[0]["reason"]
     assert list(summary["rounds"][0]["train"]["per_site"]) == ["site-01"]
+
+
+def test_a_site_dying_mid_run_fails_the_run_clearly(cohort: Path, tmp_path: Path) -> None:
+    from server.min_sites import TooFewSites
+    from server.summary import read_summary
+    from tests.federation.message_helpers import error_reply
+
+    def dies_in_round_2(handler):
+        def maybe(message: Message) -> Message:
+            if int(message.content["config"]["server-round"]) == 2:
+                return error_reply(101, "the node went offline")
+            return handler(message)
+        return maybe
+
+    cfg = _config(cohort, tmp_path, 2, **{"fraction-evaluate": 0.0})
+    with pytest.raises(TooFewSites) as caught:
+        run_in_process(cfg, _contexts(), wrap={101: dies_in_round_2})
+    message = str(caught.value)
+    assert "round 2: 1 valid training replies (site-01), fewer than min-sites=2" in message
+    assert "missing: site-02 (node 101): error reply" in message and "went offline" in message
+    summary = read_summary(tmp_path / "run")
+    assert summary["stopped"] == {"round": 2, "stage": "train", "reason": message, "failed": True}
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and not summary["rounds"][1]["aggregated"]
+    assert load_checkpoint(tmp_path / "run").round == 1  # resumable from the last complete round
+
+
+def test_too_few_connected_sites_fail_after_min_sites_wait(cohort: Path, tmp_path: Path) -> None:
+    import time
+
+    from server.min_sites import TooFewSites
+    from server.summary import read_summary
+
+    cfg = _config(cohort, tmp_path, 2, **{"min-sites": 3, "min-sites-wait": 0.5})
+    start = time.monotonic()
+    with pytest.raises(TooFewSites, match=r"round 0 evaluate: 2 site\(s\) connected .* fewer than min-sites=3"):
+        run_in_process(cfg, _contexts())
+    assert time.monotonic() - start < 30
+    stopped = read_summary(tmp_path / "run")["stopped"]
+    assert stopped["round"] == 0 and stopped["failed"] and "min-sites=3" in stopped["reason"]
