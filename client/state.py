@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import io
 import os
-import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context
+
+from mpdrm.persistence import atomic_write_bytes, capture_rng, restore_rng, seed_all
+
+__all__ = ["SiteStateStore", "capture_rng", "restore_rng", "seed_all", "STATE_FILE", "PREV_FILE"]
 
 STATE_FILE = "site_state.pt"
 PREV_FILE = "site_state.prev.pt"
@@ -38,40 +39,6 @@ def _to_bytes(state: dict[str, Any]) -> bytes:
 
 def _from_bytes(blob: bytes) -> dict[str, Any]:
     return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-
-
-def atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def capture_rng() -> dict[str, Any]:
-    """Snapshot the torch, numpy and python global RNG states."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    """Restore the RNG states captured by :func:`capture_rng`."""
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-
-
-def seed_all(seed: int) -> None:
-    """Seed torch, numpy and python RNGs."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 class SiteStateStore:

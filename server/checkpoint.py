@@ -7,16 +7,17 @@ started with ``resume=true`` continues exactly after the last complete round.
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from mpdrm.persistence import atomic_write_bytes, capture_rng, restore_rng
+
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "atomic_write_bytes", "capture_rng", "load_checkpoint",
+           "restore_rng", "save_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -46,39 +47,12 @@ class Checkpoint:
     summary: dict[str, Any]
 
 
-def capture_rng() -> dict[str, Any]:
-    """The server's RNG states (node sampling uses ``random``)."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def restore_rng(rng: dict[str, Any]) -> None:
-    """Restore :func:`capture_rng` states."""
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-
-
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path``: temp file in the same folder, fsync, ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
     """Write ``run_dir/checkpoint.pt`` atomically; returns its path."""
     buf = io.BytesIO()
     pickle.dump(ckpt, buf, protocol=pickle.HIGHEST_PROTOCOL)
     path = Path(run_dir) / CHECKPOINT_FILE
-    atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

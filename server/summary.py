@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+from mpdrm.persistence import atomic_write_bytes
 
 SUMMARY_FILE = "summary.json"
 
@@ -76,7 +76,7 @@ def add_round(summary: dict[str, Any], entry: Mapping[str, Any]) -> None:
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Write ``run_dir/summary.json`` atomically (strict JSON)."""
     path = Path(run_dir) / SUMMARY_FILE
-    atomic_write(path, (json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n").encode())
     return path
 
 
