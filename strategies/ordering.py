@@ -58,3 +58,22 @@ def site_label(site_id: int | None, node_id: int, known: Mapping[int, int]) -> s
     if node_id in known:
         return f"site {known[node_id]} (node {node_id}, seen earlier)"
     return f"unknown site (node {node_id})"
+
+
+def instruction_nodes(instructions: Iterable[Message]) -> dict[str, int]:
+    """Return ``{message id: destination node id}`` of sent instructions (ids set on push)."""
+    out: dict[str, int] = {}
+    for message in instructions:
+        message_id = message.metadata.__dict__.get("_message_id") or ""
+        if message_id:
+            out[str(message_id)] = int(message.metadata.dst_node_id)
+    return out
+
+
+def reply_node_id(reply: Message, instructions: Mapping[str, int]) -> int:
+    """The node a reply stands for.
+
+    Flower's SuperLink answers for a dead node itself: that error reply comes from the
+    SuperLink's node id, so the node is found through the instruction it replies to.
+    """
+    return instructions.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))

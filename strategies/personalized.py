@@ -28,7 +28,15 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from .metrics import per_site_metrics, weighted_average
-from .ordering import duplicate_site_ids, node_sites, site_id_of, site_label, sort_by_site_id
+from .ordering import (
+    duplicate_site_ids,
+    instruction_nodes,
+    node_sites,
+    reply_node_id,
+    site_id_of,
+    site_label,
+    sort_by_site_id,
+)
 from .round_log import Rejection, RoundLog
 from .traffic import total_bytes
 from .validation import (
@@ -99,6 +107,7 @@ class PersonalizedStrategy(Strategy):
         self.rounds: dict[int, RoundLog] = {}
         #: Node id -> site id of every valid reply so far (names dead/rejected sites).
         self.node_sites: dict[int, int] = {}
+        self._sent: dict[str, list[Message]] = {}  # stage -> this round's instructions
         self._reference: dict[str, ArraySpec] = {}
         self._key_order: list[str] = []
 
@@ -142,6 +151,7 @@ class PersonalizedStrategy(Strategy):
         }
         self._key_order = list(arrays.keys())
         messages = list(self.aggregator.configure_train(server_round, arrays, config, grid))
+        self._sent["train"] = messages
         entry = self.round_log(server_round)
         entry.train_sent = len(messages)
         entry.bytes_down_train += total_bytes(messages)
@@ -215,6 +225,7 @@ class PersonalizedStrategy(Strategy):
         messages = list(
             self.aggregator.configure_evaluate(server_round, arrays, config, grid)
         )
+        self._sent["evaluate"] = messages
         entry = self.round_log(server_round)
         entry.evaluate_sent = len(messages)
         entry.bytes_down_evaluate += total_bytes(messages)
@@ -272,29 +283,32 @@ class PersonalizedStrategy(Strategy):
     ) -> list[Message]:
         """Return the valid replies sorted by site id; log and record the others."""
         entry = self.round_log(server_round)
+        sent = instruction_nodes(self._sent.get(stage, []))
         valid: list[Message] = []
         for reply in replies:
             reason = validate(reply)
             if reason is None:
                 valid.append(reply)
             else:
-                self._reject(entry, stage, reply, reason)
+                self._reject(entry, stage, reply, reason, sent)
         duplicates = duplicate_site_ids(valid, self.site_id_key)
         for reply in [r for r in valid if site_id_of(r, self.site_id_key) in duplicates]:
             site = site_id_of(reply, self.site_id_key)
-            self._reject(entry, stage, reply, f"duplicate site id {site}")
+            self._reject(entry, stage, reply, f"duplicate site id {site}", sent)
             valid.remove(reply)
         self.node_sites.update(node_sites(valid, self.site_id_key))
         return sort_by_site_id(valid, self.site_id_key)
 
-    def _reject(self, entry: RoundLog, stage: str, reply: Message, reason: str) -> None:
-        """Record and log one rejected reply."""
+    def _reject(
+        self, entry: RoundLog, stage: str, reply: Message, reason: str, sent: dict[str, int]
+    ) -> None:
+        """Record and log one rejected reply (``sent``: instruction id -> node id)."""
         site_id: int | None = None
         if reply.has_content() and len(reply.content.metric_records) == 1:
             value = metric_record(reply.content).get(self.site_id_key)
             if isinstance(value, int) and not isinstance(value, bool):
                 site_id = value
-        node_id = reply.metadata.src_node_id
+        node_id = reply_node_id(reply, sent)
         entry.rejections.append(
             Rejection(entry.round, stage, site_id, node_id, reason)
         )

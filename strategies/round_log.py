@@ -19,7 +19,9 @@ class Rejection:
     site_id : int | None
         The site id the reply reported, if it reported a valid one.
     node_id : int
-        Flower node id the reply came from.
+        Flower node id the reply stands for: its sender, or for the error reply the
+        SuperLink sends on behalf of a dead node, that node (found through the
+        instruction it replies to).
     reason : str
         Why it was rejected.
     """

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from deploylib.harness import Deployment
+from deploylib.tiny import TINY_RUN, tiny_cohort
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
@@ -38,10 +39,8 @@ class DeployedRun:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedRun]:
     """Coordinator + two sites (registered keys, TLS, taps) run 2 rounds to completion."""
-    from mpdrm.data.synth import generate_cohort
-
     root = tmp_path_factory.mktemp("deployed")
-    cohort = generate_cohort(root / "cohort", sites=2, subjects=4, visits=2, seconds=4.0, seed=0)
+    cohort = tiny_cohort(root, sites=2)
     dep = Deployment(root / "deploy", num_site_keys=2)
     try:
         dep.start_superlink()
@@ -52,8 +51,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedRun]:
         dep.wait_online(2)
         run_dir = root / "run"
         start = time.monotonic()
-        run_id = dep.run(REPO, {"num-server-rounds": 2, "min-sites": 2, "seed": 0,
-                                "model.size": "tiny", "run-dir": str(run_dir)})
+        run_id = dep.run(REPO, {**TINY_RUN, "num-server-rounds": 2, "min-sites": 2,
+                                "run-dir": str(run_dir)})
         status = dep.wait_completed(run_id, timeout=700)
         wall = time.monotonic() - start
         print(f"\n[deployment] 2-round deployed run (2 sites, TLS + auth): {wall:.1f} s wall")

@@ -1,14 +1,16 @@
 """Sites crash and come back: three real SuperNodes running the real FedMPDRM app.
 
-One deployment (TLS + SuperNode auth) with three sites serves the module, in order:
+One deployment (TLS + SuperNode auth) with three sites serves the module; one crash
+(the SuperLink needs about a minute of missed heartbeats to notice it) serves every check:
 
-1. run A (``min-sites=2``, 2 rounds): site-03 is killed (SIGKILL of its whole process
-   tree) while it trains round 2; the SuperLink notices the dead node, the round is
+1. a run with ``min-sites=3`` (2 rounds): site-03 is killed (SIGKILL of its whole process
+   tree) while it trains round 2; the SuperLink answers for the dead node, and the run
+   must fail (``finished:failed``) with a message naming the minimum, the sites that
+   replied and the missing one, instead of waiting for it forever;
+2. the same run resumed with ``min-sites=2`` (the minimum allows it): round 2 is
    aggregated from the two others and the run completes;
-2. site-03 restarts with the same ``state-dir`` and run A is resumed for a third round
-   (``resume=true``): site-03 must continue from the personality weights it saved;
-3. run C (``min-sites=3``): a site is killed during round 1; the run must fail with a
-   clear message instead of waiting for the site forever.
+3. site-03 restarts with the same ``state-dir`` and the run is resumed for a third round
+   with all three sites: site-03 must continue from the personality weights it saved.
 
 Evaluation is switched off (``fraction-evaluate=0``) to keep the runs short: only the
 training messages matter here.
@@ -23,15 +25,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploylib.harness import Deployment
 from deploylib import procs
+from deploylib.harness import Deployment
+from deploylib.tiny import TINY_RUN, tiny_cohort
 
 pytestmark = [pytest.mark.deployment]
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("site-01", "site-02", "site-03")
 STATE_FILE = "site_state.pt"  # client/state.py: STATE_DIR/site_state.pt
-BASE_CONFIG = {"fraction-evaluate": 0.0, "seed": 0, "model.size": "tiny"}
+BASE_CONFIG = {**TINY_RUN, "fraction-evaluate": 0.0}
 
 
 def _state(state_dir: Path) -> dict | None:
@@ -58,10 +61,8 @@ def _trained_sites(summary: dict, server_round: int) -> set[str]:
 @pytest.fixture(scope="module")
 def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """SuperLink + three registered, online SuperNodes on a tiny synthetic cohort."""
-    from mpdrm.data.synth import generate_cohort
-
     root = tmp_path_factory.mktemp("failure")
-    cohort = generate_cohort(root / "cohort", sites=3, subjects=4, visits=2, seconds=4.0, seed=0)
+    cohort = tiny_cohort(root, sites=3)
     dep = Deployment(root / "deploy", num_site_keys=3)
     try:
         dep.start_superlink()
@@ -94,29 +95,8 @@ def _kill_while_training(dep: Deployment, label: str, after_round: int, timeout:
     return time.monotonic()
 
 
-@pytest.mark.timeout(900)
-def test_killed_site_run_completes_then_restarted_site_continues(
-    three_sites: Deployment,
-) -> None:
-    dep = three_sites
-    run_dir = dep.root / "run-a"
-    victim = "site-03"
-    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 2, "min-sites": 2,
-                            "run-dir": str(run_dir)})
-    _kill_while_training(dep, victim, after_round=1, timeout=300)
-    saved = _state(dep.sites[victim].state_dir)
-    assert saved is not None and saved["round"] == 1, "site-03 should have saved round 1 only"
-
-    # --- the run completes with the two others (min-sites=2 allows it)
-    dep.wait_completed(run_id, timeout=400)
-    summary = _summary(run_dir)
-    assert [r["round"] for r in summary["rounds"]] == [1, 2]
-    assert _trained_sites(summary, 1) == set(SITES)
-    assert _trained_sites(summary, 2) == {"site-01", "site-02"}
-    assert _state(dep.sites[victim].state_dir)["round"] == 1
-
-    # --- mark the saved personality weights so that "continued from them" is checkable
-    state_dir = dep.sites[victim].state_dir
+def _mark_personality(state_dir: Path, saved: dict) -> tuple[dict, dict, torch.Tensor]:
+    """Shift the saved personality weights so that "continued from them" is checkable."""
     local = saved["local"]
     assert local and all(k.startswith("personality.") for k in local)
     gen = torch.Generator().manual_seed(1234)
@@ -125,12 +105,61 @@ def test_killed_site_run_completes_then_restarted_site_continues(
     torch.save({**saved, "local": marker}, state_dir / STATE_FILE)
     offset = torch.sqrt(sum(((marker[k] - local[k]) ** 2).sum()
                             for k in local if local[k].is_floating_point()))
+    return local, marker, offset
 
-    # --- restart site-03 with the same state-dir; resume run A for one more round
+
+def _failure_details(dep: Deployment, run_id: int) -> tuple[dict, str]:
+    """Wait (bounded) for a run that must end; its status and ServerApp log."""
+    try:
+        status = dep.wait_run(run_id, timeout=240)
+    except TimeoutError:
+        log = dep.run_log(run_id)
+        dep.cli("flwr", "stop", str(run_id), "mpdrm-test", check=False)
+        pytest.fail("with min-sites=3 and one of three sites dead the run neither failed nor "
+                    f"finished within 240 s; ServerApp log tail:\n{log[-3000:]}")
+    return status, f"{status.get('status-details')}\n{dep.run_log(run_id)}"
+
+
+@pytest.mark.timeout(900)
+def test_killed_site_fails_or_completes_by_min_sites_then_restarted_site_continues(
+    three_sites: Deployment,
+) -> None:
+    dep = three_sites
+    run_dir = dep.root / "run"
+    victim = "site-03"
+    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 2, "min-sites": 3,
+                            "run-dir": str(run_dir)})
+    _kill_while_training(dep, victim, after_round=1, timeout=300)
+    saved = _state(dep.sites[victim].state_dir)
+    assert saved is not None and saved["round"] == 1, "site-03 should have saved round 1 only"
+
+    # --- min-sites=3 with one of three sites dead mid-round: the run fails, saying why
+    status, details = _failure_details(dep, run_id)
+    assert status["status"] == "finished:failed", details
+    assert "min-sites=3" in details and "2 valid training replies (site 1, site 2)" in details, details
+    assert "missing: site 3 (node " in details, details  # named from round 1's reply
+    assert "site ? " not in details, details
+    summary = _summary(run_dir)
+    assert summary["stopped"]["failed"] and summary["stopped"]["round"] == 2
+    assert "min-sites=3" in summary["stopped"]["reason"]
+    assert _trained_sites(summary, 1) == set(SITES)
+
+    # --- the operator accepts two sites: the same run resumes and completes without site-03
+    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 2, "min-sites": 2,
+                            "run-dir": str(run_dir), "resume": True})
+    dep.wait_completed(run_id, timeout=400)
+    summary = _summary(run_dir)
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and "stopped" not in summary
+    assert _trained_sites(summary, 2) == {"site-01", "site-02"}
+    assert _state(dep.sites[victim].state_dir)["round"] == 1
+
+    # --- restart site-03 with the same state-dir; resume for one more round with all three
+    state_dir = dep.sites[victim].state_dir
+    local, marker, offset = _mark_personality(state_dir, saved)
     dep.start_supernode(victim, dep.sites[victim].data_path, state_dir,
                         node_config={"site-id": SITES.index(victim) + 1})
     dep.wait_online(3, timeout=120)
-    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 3, "min-sites": 2,
+    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 3, "min-sites": 3,
                             "run-dir": str(run_dir), "resume": True})
     dep.wait_completed(run_id, timeout=400)
     summary = _summary(run_dir)
@@ -145,24 +174,3 @@ def test_killed_site_run_completes_then_restarted_site_continues(
     # trained from the marked weights: one round moves them far less than the marker offset
     assert from_marker < 0.3 * offset, (float(from_marker), float(offset))
     assert from_saved > 0.7 * offset, (float(from_saved), float(offset))
-
-
-@pytest.mark.timeout(600)
-def test_run_fails_clearly_when_too_few_sites_remain(three_sites: Deployment) -> None:
-    dep = three_sites
-    run_dir = dep.root / "run-c"
-    dep.wait_online(3, timeout=120)
-    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 2, "min-sites": 3,
-                            "run-dir": str(run_dir)})
-    _kill_while_training(dep, "site-02", after_round=0, timeout=300)
-    try:
-        # the dead site is noticed within ~60 s (heartbeats); then the run must end
-        status = dep.wait_run(run_id, timeout=240)
-    except TimeoutError:
-        log = dep.run_log(run_id)
-        dep.cli("flwr", "stop", str(run_id), "mpdrm-test", check=False)
-        pytest.fail("with min-sites=3 and one of three sites dead the run neither failed nor "
-                    f"finished within 240 s; ServerApp log tail:\n{log[-3000:]}")
-    details = f"{status.get('status-details')}\n{dep.run_log(run_id)}"
-    assert status["status"] == "finished:failed", details
-    assert "min" in details.lower() and "3" in details, details

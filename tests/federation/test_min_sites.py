@@ -11,8 +11,10 @@ from server.min_sites import (
     train_shortfall,
     wait_for_nodes,
 )
-from strategies.ordering import node_sites, site_label
-from tests.federation.message_helpers import error_reply, reply
+from flwr.app import Error, Message
+
+from strategies.ordering import instruction_nodes, node_sites, reply_node_id, site_label
+from tests.federation.message_helpers import instruction, reply
 
 
 class FakeClock:
@@ -121,6 +123,25 @@ def test_ensure_nodes_passes_or_raises_a_clear_failure() -> None:
     assert clock.now == pytest.approx(5.0)
 
 
+def superlink_error_for(instruction: Message) -> Message:
+    """The error reply Flower's SuperLink sends for a dead node: from node 1 (the SuperLink),
+    pointing at the instruction through ``reply_to_message_id``."""
+    instruction.metadata.__dict__["_message_id"] = instruction.object_id  # as a push does
+    answer = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=instruction)
+    answer.metadata.__dict__["_src_node_id"] = 1
+    return answer
+
+
+def test_reply_node_id_follows_the_instruction_of_a_superlink_error() -> None:
+    sent = instruction(42)
+    answer = superlink_error_for(sent)
+    assert answer.metadata.src_node_id == 1
+    nodes = instruction_nodes([sent, instruction(43)])  # no id yet: not listed
+    assert nodes == {sent.metadata.message_id: 42}
+    assert reply_node_id(answer, nodes) == 42
+    assert reply_node_id(reply(43, None, {"site-id": 1}), nodes) == 43
+
+
 def test_strategy_names_a_dead_site_from_an_earlier_round(caplog: pytest.LogCaptureFixture) -> None:
     import numpy as np
     from flwr.app import Array, ArrayRecord, ConfigRecord
@@ -138,7 +159,7 @@ def test_strategy_names_a_dead_site_from_an_earlier_round(caplog: pytest.LogCapt
     arrays = ArrayRecord({"w": Array(shared["w"])})
     strategy.aggregate_train(1, grid.send_and_receive(strategy.configure_train(1, arrays, ConfigRecord(), grid)))
     assert strategy.node_sites == {10: 1, 20: 2}
-    grid.handlers[20] = lambda msg: error_reply(20, "node went offline")
+    grid.handlers[20] = lambda msg: superlink_error_for(msg)
     with caplog.at_level("WARNING", logger="flwr"):
         strategy.aggregate_train(2, grid.send_and_receive(strategy.configure_train(2, arrays, ConfigRecord(), grid)))
     rejection = strategy.rounds[2].rejections[0]

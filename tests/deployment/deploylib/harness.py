@@ -273,9 +273,29 @@ class Deployment:
             raise RuntimeError(f"run {run_id} not listed:\n{res.stdout}")
         return dict(runs[0])
 
-    def wait_run(self, run_id: int, timeout: float = 300, interval: float = 3) -> dict:
-        """Poll ``flwr ls`` until the run is finished; returns its last status dict."""
+    def serverapp_running(self) -> bool:
+        """True while a ``flwr-serverapp`` process runs under the SuperLink (cheap: /proc)."""
+        if self.superlink is None or not self.superlink.alive():
+            return False
+        return any("flwr-serverapp" in procs.cmdline(p) for p in self.superlink.tree())
+
+    def wait_run(self, run_id: int, timeout: float = 300, interval: float = 1,
+                 gap: float = 3, recheck: float = 30) -> dict:
+        """Wait until the run is finished; returns its last ``flwr ls`` status dict.
+
+        Each ``flwr`` command costs about a second of CPU, so while a ServerApp process
+        runs under the SuperLink only /proc is watched (every ``interval`` s), and
+        ``flwr ls`` is asked at most every ``gap`` s while none runs, every ``recheck`` s
+        while one does.
+        """
+        last_asked = [float("-inf")]
+
         def finished() -> dict | None:
+            now = time.monotonic()
+            wait = recheck if self.serverapp_running() else gap
+            if now - last_asked[0] < wait:
+                return None
+            last_asked[0] = now
             status = self.run_status(run_id)
             return status if str(status.get("status", "")).startswith("finished") else None
         return procs.wait_for(finished, timeout, f"run {run_id} to finish", interval=interval,
