@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Scalar] = {
     "min-sites": 2,
     "min-sites-wait": 120.0,
     "round-timeout": 3600.0,
-    "data.test_fraction": 0.34,
+    "data.test_fraction": 0.25,
     "data.score_max": 27.0,
     "data.task": "regression",
     "data.batch_size": 8,
