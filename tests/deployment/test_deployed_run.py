@@ -43,12 +43,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployedRun]:
     cohort = tiny_cohort(root, sites=2)
     dep = Deployment(root / "deploy", num_site_keys=2)
     try:
-        dep.start_superlink()
-        for site_id, name in enumerate(SITES, start=1):
-            dep.register(name)
-            dep.start_supernode(name, Path(cohort) / name, root / "state" / name, tap=True,
-                                node_config={"site-id": site_id})
-        dep.wait_online(2)
+        dep.start_federation(cohort, root / "state", SITES, tap=True)
         run_dir = root / "run"
         start = time.monotonic()
         run_id = dep.run(REPO, {**TINY_RUN, "num-server-rounds": 2, "min-sites": 2,

@@ -65,12 +65,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment
     cohort = tiny_cohort(root, sites=3)
     dep = Deployment(root / "deploy", num_site_keys=3)
     try:
-        dep.start_superlink()
-        for site_id, name in enumerate(SITES, start=1):
-            dep.register(name)
-            dep.start_supernode(name, Path(cohort) / name, root / "state" / name,
-                                node_config={"site-id": site_id})
-        dep.wait_online(3)
+        dep.start_federation(cohort, root / "state", SITES)
         yield dep
     finally:
         leftovers = dep.close()

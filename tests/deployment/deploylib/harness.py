@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +166,17 @@ class Deployment:
             return nodes if len(nodes) >= count else []
         return procs.wait_for(online, timeout, f"{count} online SuperNodes", interval=2,
                               on_fail=self.all_logs)
+
+    def start_federation(self, cohort: Path, state_root: Path, sites: Sequence[str], *,
+                         tap: bool = False) -> None:
+        """Start the SuperLink, register every site and start its SuperNode on its cohort
+        folder (``site-id`` = 1-based position in ``sites``); wait until all are online."""
+        self.start_superlink()
+        for site_id, name in enumerate(sites, start=1):
+            self.register(name)
+            self.start_supernode(name, Path(cohort) / name, Path(state_root) / name, tap=tap,
+                                 node_config={"site-id": site_id})
+        self.wait_online(len(sites))
 
     # ------------------------------------------------------------ SuperNodes
     def add_tap(self, name: str) -> TlsTap:
