@@ -163,6 +163,31 @@ def check_finite(record: ArrayRecord) -> str | None:
     return None
 
 
+def _check_envelope(
+    message: Message,
+    *,
+    expect_arrays: bool,
+    weighted_by_key: str,
+    site_id_key: str,
+    local_prefix: str,
+) -> str | None:
+    """Checks every reply passes, in order: error, local leak (wins over the rest), the
+    site's refusal, record structure, site id, example count."""
+    if reason := check_error(message):
+        return reason
+    content = message.content
+    if reason := check_local_leak(content, local_prefix):
+        return reason
+    if reason := check_declined(content):
+        return reason
+    if reason := check_structure(content, expect_arrays=expect_arrays):
+        return reason
+    metrics = metric_record(content)
+    if reason := check_site_id(metrics, site_id_key):
+        return reason
+    return check_num_examples(metrics, weighted_by_key)
+
+
 def validate_train_reply(
     message: Message,
     shared_names: Collection[str],
@@ -194,21 +219,10 @@ def validate_train_reply(
     str | None
         The first failed check's reason, or ``None``.
     """
-    if reason := check_error(message):
+    if reason := _check_envelope(message, expect_arrays=True, weighted_by_key=weighted_by_key,
+                                 site_id_key=site_id_key, local_prefix=local_prefix):
         return reason
-    content = message.content
-    if reason := check_local_leak(content, local_prefix):
-        return reason
-    if reason := check_declined(content):
-        return reason
-    if reason := check_structure(content, expect_arrays=True):
-        return reason
-    metrics = metric_record(content)
-    if reason := check_site_id(metrics, site_id_key):
-        return reason
-    if reason := check_num_examples(metrics, weighted_by_key):
-        return reason
-    arrays = array_record(content)
+    arrays = array_record(message.content)
     if reason := check_names(list(arrays.keys()), shared_names):
         return reason
     if reason := check_specs(arrays, reference):
@@ -229,19 +243,10 @@ def validate_evaluate_reply(
     An evaluation reply needs no arrays; if it carries some, they must not include a
     site-local name or any name outside ``shared_names``.
     """
-    if reason := check_error(message):
+    if reason := _check_envelope(message, expect_arrays=False, weighted_by_key=weighted_by_key,
+                                 site_id_key=site_id_key, local_prefix=local_prefix):
         return reason
-    content = message.content
-    if reason := check_local_leak(content, local_prefix):
-        return reason
-    if reason := check_structure(content, expect_arrays=False):
-        return reason
-    metrics = metric_record(content)
-    if reason := check_site_id(metrics, site_id_key):
-        return reason
-    if reason := check_num_examples(metrics, weighted_by_key):
-        return reason
-    for record in content.array_records.values():
+    for record in message.content.array_records.values():
         unexpected = set(record.keys()) - set(shared_names)
         if unexpected:
             return (
