@@ -9,7 +9,7 @@ Everything here is site-local: the MPDRM module mounts it as ``personality``, an
   num_subjects == 0). They are normalised at use: `prototype_similarity` looks every prototype
   up *per example* (an index tensor of shape (B, S)) and normalises the looked-up rows, so the
   cosine similarities are computed from activations of a supported layer. That keeps Opacus'
-  per-sample gradients exact in every grad_sample_mode (hooks, ew, functorch): no computation
+  per-sample gradients exact in every grad_sample_mode (grouped, hooks, ew, functorch): no computation
   touches the weight outside the layer's own forward.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 ACCOUNTANTS = ("prv", "rdp")
-GRAD_SAMPLE_MODES = ("ew", "hooks", "functorch")
+GRAD_SAMPLE_MODES = ("grouped", "ew", "hooks", "functorch")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,9 @@ class DPConfig:
     accountant
         ``"prv"`` (Opacus default, tightest) or ``"rdp"``.
     grad_sample_mode
-        Opacus per-sample gradient mode: ``"ew"`` (fastest on MPDRM), ``"hooks"`` or
-        ``"functorch"``.
+        Opacus per-sample gradient mode: ``"grouped"`` (Opacus hooks with the grouped-
+        convolution sampler of ``mpdrm.privacy.conv_grad_sample``; fastest on MPDRM), ``"ew"``,
+        ``"hooks"`` or ``"functorch"``.
     noise_seed
         Seed of the noise generator (reproducible runs); ``None`` uses torch's global
         RNG. Ignored with ``secure_mode``.
@@ -56,7 +57,7 @@ class DPConfig:
     planned_rounds: int | None = None
     epsilon_budget: float | None = None
     accountant: str = "prv"
-    grad_sample_mode: str = "ew"
+    grad_sample_mode: str = "grouped"
     noise_seed: int | None = None
     secure_mode: bool = False
 

@@ -8,7 +8,7 @@ from mpdrm.privacy import SiteAccountant, make_private, plain_state_dict
 
 pytestmark = pytest.mark.dp
 
-MODES = ["ew", "hooks", "functorch"]
+MODES = ["grouped", "ew", "hooks", "functorch"]
 
 
 def _first_batch(loader, n):
@@ -51,11 +51,12 @@ def test_summed_clipped_gradient_equals_per_example_loop(mode, model, loader, lo
     private.close()
 
 
-def test_every_example_clipped_norm_within_bound(model, loader, loss_fn):
+@pytest.mark.parametrize("mode", ["grouped", "ew"])
+def test_every_example_clipped_norm_within_bound(mode, model, loader, loss_fn):
     bound = 0.05
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     private = make_private(model, opt, loader, accountant=SiteAccountant("rdp"),
-                           noise_multiplier=0.0, max_grad_norm=bound, grad_sample_mode="ew")
+                           noise_multiplier=0.0, max_grad_norm=bound, grad_sample_mode=mode)
     batch = _first_batch(loader, 4)
     params = private.optimizer.params
     for i in range(4):
@@ -104,14 +105,15 @@ def test_batch_sampler_loader_is_refused(model, dataset):
                      noise_multiplier=1.0, max_grad_norm=1.0)
 
 
-def test_plain_names_and_unwrapped_model_after_training(model, loader, train_round):
+@pytest.mark.parametrize("mode", ["grouped", "hooks"])
+def test_plain_names_and_unwrapped_model_after_training(mode, model, loader, train_round):
     from mpdrm.partition import partition
 
     keys = list(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     private = make_private(model, opt, loader, accountant=SiteAccountant(),
-                           noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="hooks")
+                           noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode)
     assert all(k.startswith("_module.") for k in private.model.state_dict())
     assert list(private.state_dict()) == keys
     train_round(private)
@@ -127,6 +129,10 @@ def test_plain_names_and_unwrapped_model_after_training(model, loader, train_rou
     out = plain(torch.randn(2, 1, 8, 32, 32))
     out.prediction.sum().backward()
     assert all(not hasattr(p, "grad_sample") for p in plain.parameters())
+    # ... and the convolutions compute their ordinary weight gradients again
+    convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all("_conv_forward" not in m.__dict__ for m in convs)
+    assert all(m.weight.grad is not None for m in convs if m.weight.requires_grad)
 
 
 def test_empty_batch_takes_a_counted_noise_only_step(model, loader):

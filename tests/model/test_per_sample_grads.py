@@ -21,7 +21,12 @@ def _wrap(model, mode):
 
     if mode == "ew":
         return GradSampleModuleExpandedWeights(model, loss_reduction="sum")
-    return GradSampleModule(model, loss_reduction="sum", force_functorch=(mode == "functorch"))
+    wrapped = GradSampleModule(model, loss_reduction="sum", force_functorch=(mode == "functorch"))
+    if mode == "grouped":
+        from mpdrm.privacy.conv_grad_sample import use_grouped_conv_grad_samples
+
+        use_grouped_conv_grad_samples(wrapped)
+    return wrapped
 
 
 def _loop_grads(model, batch, loss_fn):
@@ -36,7 +41,7 @@ def _loop_grads(model, batch, loss_fn):
     return {n: torch.stack(g) for n, g in grads.items()}
 
 
-@pytest.mark.parametrize("mode,size", [("hooks", 64), ("functorch", 32), ("ew", 32)])
+@pytest.mark.parametrize("mode,size", [("grouped", 64), ("hooks", 64), ("functorch", 32), ("ew", 32)])
 def test_per_sample_gradients_match_per_example_loop(mode, size, make_batch):
     warnings.filterwarnings("ignore", module="opacus")
     torch.manual_seed(0)
