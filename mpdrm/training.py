@@ -40,12 +40,15 @@ from .metrics import clip_and_video_metrics
 from .partition import unwrap
 
 SCHEDULES = ("cosine", "step", "none")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 1
+    optimizer: str = "adamw"  # adamw | sgd (heavy-ball momentum)
     lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     grad_clip: float | None = 1.0  # max global gradient norm (non-DP); None or <= 0: off
     schedule: str = "cosine"  # cosine | step | none
@@ -62,8 +65,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps: int | None = None  # stop early after this many steps
+    # comma-separated parameter-name prefixes kept as received, not trained (e.g.
+    # "depression.backbone,personality.backbone": under DP-SGD fewer trained parameters
+    # means less noise in total; see benchmarks/dp_accuracy.py)
+    freeze: str = ""
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.contrastive not in ("supcon", "prototype"):
@@ -73,6 +82,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def freeze_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.freeze.split(",") if p.strip())
 
 
 @dataclass
@@ -89,8 +102,11 @@ Prepare = Callable[[nn.Module, torch.optim.Optimizer, Iterable], tuple[nn.Module
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (in `named_parameters` order)."""
+    """``cfg.optimizer`` (AdamW or SGD with momentum) over the trainable parameters, in
+    `named_parameters` order."""
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -134,6 +150,27 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
     return int(batch["clips"].shape[0])
 
 
+def freeze_parameters(model: nn.Module, prefixes: Iterable[str]) -> list[nn.Parameter]:
+    """Stop training the trainable parameters whose names start with any of ``prefixes``.
+
+    Returns the parameters it froze (to thaw with ``requires_grad_(True)``).
+
+    Raises
+    ------
+    ValueError
+        If a prefix matches no parameter (a typo would otherwise train everything).
+    """
+    prefixes = tuple(prefixes)
+    named = list(unwrap(model).named_parameters())
+    unmatched = [pre for pre in prefixes if not any(n.startswith(pre) for n, _ in named)]
+    if unmatched:
+        raise ValueError(f"train.freeze: no parameter name starts with {unmatched}")
+    frozen = [p for n, p in named if p.requires_grad and n.startswith(prefixes)] if prefixes else []
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
 def train_local(
     model: nn.Module,
     loader: Iterable[Mapping[str, torch.Tensor]],
@@ -160,6 +197,17 @@ def train_local(
         home = next(bare.parameters()).device
     except StopIteration:
         home = device
+    frozen = freeze_parameters(bare, cfg.freeze_prefixes)
+    try:
+        return _train(model, bare, loader, cfg, device, home, optimizer_state, reference_params, prepare,
+                      step_fn, loss_fn, per_example, finish)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _train(model, bare, loader, cfg, device, home, optimizer_state, reference_params, prepare, step_fn,
+           loss_fn, per_example, finish) -> TrainResult:
     seed_everything(cfg.seed)
     bare.to(device)
     model.train()

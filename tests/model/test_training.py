@@ -159,3 +159,38 @@ def test_ablated_models_train(brightness_dataset):
         cfg = TrainConfig(device="cpu", max_steps=1, contrastive="prototype")
         assert math.isfinite(train_local(model, DataLoader(data, batch_size=8), cfg).metrics["loss"])
         assert math.isfinite(evaluate(model, DataLoader(data, batch_size=8), personality="subject_mean")["mae"])
+
+
+def test_frozen_parameters_keep_their_values_and_are_thawed_afterwards(brightness_dataset):
+    data = brightness_dataset(n=16)
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(epochs=1, lr=3e-3, seed=0, device="cpu",
+                      freeze="depression.backbone, personality.backbone")
+    result = train_local(model, DataLoader(data, batch_size=8), cfg)
+    after = model.state_dict()
+    frozen = [k for k in before if k.startswith(("depression.backbone", "personality.backbone"))]
+    trained = [k for k in before if k.startswith(("rarm.", "head.", "depression.proj"))]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    assert all(p.requires_grad for p in model.parameters())  # thawed for the next user
+    n_trained = sum(1 for n, _ in model.named_parameters() if n not in frozen)
+    assert sum(len(g["params"]) for g in result.optimizer_state["param_groups"]) == n_trained
+
+
+def test_freeze_prefix_that_matches_nothing_is_an_error(brightness_dataset):
+    model = _model()
+    with pytest.raises(ValueError, match="depresion.backbone"):
+        train_local(model, DataLoader(brightness_dataset(n=8), batch_size=8),
+                    TrainConfig(epochs=1, device="cpu", freeze="depresion.backbone"))
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_sgd_optimizer_and_unknown_optimizer(brightness_dataset):
+    model = _model()
+    result = train_local(model, DataLoader(brightness_dataset(n=16), batch_size=8),
+                         TrainConfig(epochs=1, optimizer="sgd", lr=1e-2, momentum=0.9, device="cpu"))
+    assert all("momentum_buffer" in s for s in result.optimizer_state["state"].values())
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lamb")
