@@ -73,7 +73,8 @@ def per_sample_weight_grad(
         ])
     folded_input = inputs.reshape(1, batch * inputs.shape[1], *inputs.shape[2:])
     folded_grad = grad_output.reshape(1, batch * grad_output.shape[1], *grad_output.shape[2:])
-    folded_weight = weight.expand(batch, *weight.shape).reshape(batch * weight.shape[0], *weight.shape[1:])
+    # only the weight's shape matters for a weight gradient: no need to copy it B times
+    folded_weight = weight.new_empty((batch * weight.shape[0], *weight.shape[1:]))
     grad = _weight_grad(folded_input, folded_grad, folded_weight, stride, padding, dilation, batch * groups)
     return grad.view(batch, *weight.shape)
 
