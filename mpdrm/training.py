@@ -25,6 +25,7 @@ normalised score or int64 class, ``subject`` (B,) int64, ``visit`` (B,) int64, `
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -65,9 +66,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_steps: int | None = None  # stop early after this many steps
-    # comma-separated parameter-name prefixes kept as received, not trained (e.g.
-    # "depression.backbone,personality.backbone": under DP-SGD fewer trained parameters
-    # means less noise in total; see benchmarks/dp_accuracy.py)
+    # parameter-name prefixes kept as received, not trained: comma-separated or a JSON list
+    # (e.g. "depression.backbone,personality.backbone"; mpdrm-simulate
+    # 'train.freeze=[depression.backbone,personality.backbone]')
     freeze: str = ""
 
     def __post_init__(self) -> None:
@@ -85,7 +86,11 @@ class TrainConfig:
 
     @property
     def freeze_prefixes(self) -> tuple[str, ...]:
-        return tuple(p.strip() for p in self.freeze.split(",") if p.strip())
+        """``freeze`` as prefixes: comma-separated, or a JSON list (a Hydra list flattened by
+        ``client.runconfig.flatten``)."""
+        text = self.freeze.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+        return tuple(str(p).strip() for p in items if str(p).strip())
 
 
 @dataclass

@@ -179,6 +179,13 @@ def test_frozen_parameters_keep_their_values_and_are_thawed_afterwards(brightnes
     assert sum(len(g["params"]) for g in result.optimizer_state["param_groups"]) == n_trained
 
 
+def test_freeze_takes_a_comma_list_or_a_flattened_hydra_list():
+    want = ("depression.backbone", "personality.backbone")
+    assert TrainConfig(freeze=" depression.backbone,personality.backbone ").freeze_prefixes == want
+    assert TrainConfig(freeze='["depression.backbone", "personality.backbone"]').freeze_prefixes == want
+    assert TrainConfig().freeze_prefixes == ()
+
+
 def test_freeze_prefix_that_matches_nothing_is_an_error(brightness_dataset):
     model = _model()
     with pytest.raises(ValueError, match="depresion.backbone"):
