@@ -25,11 +25,12 @@ normalised score or int64 class, ``subject`` (B,) int64, ``visit`` (B,) int64, `
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -155,10 +156,11 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
     return int(batch["clips"].shape[0])
 
 
-def freeze_parameters(model: nn.Module, prefixes: Iterable[str]) -> list[nn.Parameter]:
-    """Stop training the trainable parameters whose names start with any of ``prefixes``.
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module, prefixes: Iterable[str]) -> Iterator[list[nn.Parameter]]:
+    """Within the block, do not train the parameters whose names start with any of ``prefixes``.
 
-    Returns the parameters it froze (to thaw with ``requires_grad_(True)``).
+    Yields the parameters it froze; they are trainable again when the block ends.
 
     Raises
     ------
@@ -173,7 +175,11 @@ def freeze_parameters(model: nn.Module, prefixes: Iterable[str]) -> list[nn.Para
     frozen = [p for n, p in named if p.requires_grad and n.startswith(prefixes)] if prefixes else []
     for p in frozen:
         p.requires_grad_(False)
-    return frozen
+    try:
+        yield frozen
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def train_local(
@@ -202,105 +208,95 @@ def train_local(
         home = next(bare.parameters()).device
     except StopIteration:
         home = device
-    frozen = freeze_parameters(bare, cfg.freeze_prefixes)
-    try:
-        return _train(model, bare, loader, cfg, device, home, optimizer_state, reference_params, prepare,
-                      step_fn, loss_fn, per_example, finish)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+    with frozen_parameters(bare, cfg.freeze_prefixes):
+        seed_everything(cfg.seed)
+        bare.to(device)
+        model.train()
 
+        optimizer = make_optimizer(bare, cfg)
+        if optimizer_state:
+            optimizer.load_state_dict(optimizer_state)
+            _reset_hparams(optimizer, cfg)
+            # a restored state may sit on another device
+            for state in optimizer.state.values():
+                for k, v in state.items():
+                    if torch.is_tensor(v) and k != "step":
+                        state[k] = v.to(device)
+        base_optimizer = optimizer
+        try:
+            steps_per_epoch = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            steps_per_epoch = 0
+        total_steps = cfg.epochs * steps_per_epoch
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
 
-def _train(model, bare, loader, cfg, device, home, optimizer_state, reference_params, prepare, step_fn,
-           loss_fn, per_example, finish) -> TrainResult:
-    seed_everything(cfg.seed)
-    bare.to(device)
-    model.train()
+        if prepare is not None:
+            model, optimizer, loader = prepare(model, optimizer, loader)
+        if per_example is None:
+            per_example = prepare is not None
+        if loss_fn is None:
+            loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=per_example)
+        step_fn = step_fn or default_step
+        grad_clip = None if prepare is not None else cfg.grad_clip
 
-    optimizer = make_optimizer(bare, cfg)
-    if optimizer_state:
-        optimizer.load_state_dict(optimizer_state)
-        _reset_hparams(optimizer, cfg)
-        # a restored state may sit on another device
-        for state in optimizer.state.values():
-            for k, v in state.items():
-                if torch.is_tensor(v) and k != "step":
-                    state[k] = v.to(device)
-    base_optimizer = optimizer
-    try:
-        steps_per_epoch = len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        steps_per_epoch = 0
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
+        ref: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if reference_params is not None and cfg.proximal_mu > 0:
+            named = dict(bare.named_parameters())
+            ref = [(named[k], v.detach().to(device, named[k].dtype)) for k, v in reference_params.items()
+                   if k in named and named[k].requires_grad]
 
-    if prepare is not None:
-        model, optimizer, loader = prepare(model, optimizer, loader)
-    if per_example is None:
-        per_example = prepare is not None
-    if loss_fn is None:
-        loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=per_example)
-    step_fn = step_fn or default_step
-    grad_clip = None if prepare is not None else cfg.grad_clip
-
-    ref: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if reference_params is not None and cfg.proximal_mu > 0:
-        named = dict(bare.named_parameters())
-        ref = [(named[k], v.detach().to(device, named[k].dtype)) for k, v in reference_params.items()
-               if k in named and named[k].requires_grad]
-
-    sums: dict[str, float] = {}
-    seen = 0
-    first_epoch_examples = 0
-    steps = 0
-    lr = cfg.lr
-    start = time.perf_counter()
-    done = False
-    for epoch in range(cfg.epochs):
-        for batch in loader:
-            if cfg.max_steps is not None and steps >= cfg.max_steps:
-                done = True
+        sums: dict[str, float] = {}
+        seen = 0
+        first_epoch_examples = 0
+        steps = 0
+        lr = cfg.lr
+        start = time.perf_counter()
+        done = False
+        for epoch in range(cfg.epochs):
+            for batch in loader:
+                if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    done = True
+                    break
+                lr = cfg.lr * lr_factor(cfg, steps, total_steps, steps_per_epoch)
+                for g in base_optimizer.param_groups:
+                    g["lr"] = lr
+                batch = move_batch(batch, device)
+                b = _batch_size(batch)
+                parts = step_fn(model, batch, optimizer, loss_fn, grad_clip)
+                if ref:
+                    with torch.no_grad():
+                        for p, r in ref:
+                            p.sub_(lr * cfg.proximal_mu * (p - r))
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * b
+                seen += b
+                if epoch == 0:
+                    first_epoch_examples += b
+                steps += 1
+            if done:
                 break
-            lr = cfg.lr * lr_factor(cfg, steps, total_steps, steps_per_epoch)
-            for g in base_optimizer.param_groups:
-                g["lr"] = lr
-            batch = move_batch(batch, device)
-            b = _batch_size(batch)
-            parts = step_fn(model, batch, optimizer, loss_fn, grad_clip)
-            if ref:
-                with torch.no_grad():
-                    for p, r in ref:
-                        p.sub_(lr * cfg.proximal_mu * (p - r))
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
-            seen += b
-            if epoch == 0:
-                first_epoch_examples += b
-            steps += 1
-        if done:
-            break
-    seconds = time.perf_counter() - start
-    if finish is not None:
-        finish(model, optimizer)
-    elif model is not bare and hasattr(model, "_close"):
-        model._close()
+        seconds = time.perf_counter() - start
+        if finish is not None:
+            finish(model, optimizer)
+        elif model is not bare and hasattr(model, "_close"):
+            model._close()
 
-    metrics = {k: (v / seen if seen else float("nan")) for k, v in sums.items()}
-    prox = 0.0
-    if ref:
-        with torch.no_grad():
-            prox = float(sum(((p - r) ** 2).sum() for p, r in ref)) * cfg.proximal_mu / 2
-    metrics.update({"proximal": prox, "lr": lr, "seconds": seconds,
-                    "examples_per_second": seen / seconds if seconds > 0 else float("nan")})
-    dataset = getattr(loader, "dataset", None)
-    try:
-        num_examples = len(dataset) if dataset is not None else first_epoch_examples  # type: ignore[arg-type]
-    except TypeError:
-        num_examples = first_epoch_examples
-    opt_state = getattr(optimizer, "original_optimizer", base_optimizer).state_dict()
-    bare.to(home)
-    return TrainResult(metrics=metrics, optimizer_state=opt_state, num_examples=int(num_examples), steps=steps)
+        metrics = {k: (v / seen if seen else float("nan")) for k, v in sums.items()}
+        prox = 0.0
+        if ref:
+            with torch.no_grad():
+                prox = float(sum(((p - r) ** 2).sum() for p, r in ref)) * cfg.proximal_mu / 2
+        metrics.update({"proximal": prox, "lr": lr, "seconds": seconds,
+                        "examples_per_second": seen / seconds if seconds > 0 else float("nan")})
+        dataset = getattr(loader, "dataset", None)
+        try:
+            num_examples = len(dataset) if dataset is not None else first_epoch_examples  # type: ignore[arg-type]
+        except TypeError:
+            num_examples = first_epoch_examples
+        opt_state = getattr(optimizer, "original_optimizer", base_optimizer).state_dict()
+        bare.to(home)
+        return TrainResult(metrics=metrics, optimizer_state=opt_state, num_examples=int(num_examples), steps=steps)
 
 
 @torch.no_grad()

@@ -9,13 +9,15 @@ groups instead: with ``x`` of shape (B, C_in, ...) seen as (1, B*C_in, ...), the
 grouped convolution* is exactly the stack of the B per-sample weight gradients, and oneDNN
 computes it with the same kernels (and nearly the same speed) as the batched one.
 
-Two pieces, installed together by :func:`use_grouped_conv_grad_samples` for
+Three pieces, installed together by :func:`use_grouped_conv_grad_samples` for
 ``grad_sample_mode="grouped"`` (``mpdrm.privacy.engine``):
 
 - :func:`conv_grad_sample`, an Opacus grad sampler ``(layer, activations, backprops)``;
 - :func:`skip_batched_weight_grad`, which makes each convolution's backward compute the input
   gradient only, so the (discarded) summed weight gradient is not paid for as well: DP-SGD
-  uses the per-sample gradients alone.
+  uses the per-sample gradients alone;
+- :func:`store_without_copy`, which hands every sampler's result to Opacus without the
+  zero-fill and copy that Opacus 1.6 makes of it.
 """
 from __future__ import annotations
 
@@ -34,7 +36,6 @@ def supports(layer: nn.Module) -> bool:
         isinstance(layer, CONV_TYPES)
         and layer.padding_mode == "zeros"
         and not isinstance(layer.padding, str)
-        and not layer.transposed
     )
 
 
@@ -175,8 +176,7 @@ def store_without_copy(sampler: Callable) -> Callable:
 
     Opacus 1.6 (``create_or_accumulate_grad_sample``) allocates a zero tensor of the full
     per-sample shape for every parameter and copies the sampler's result into it: on MPDRM
-    about 90 MB zeroed and copied per step of batch 8, a third of the DP overhead left once
-    the convolutions are fast. A full-batch result is stored directly on the parameter as
+    about 90 MB zeroed and copied per step of batch 8. A full-batch result is stored directly on the parameter as
     Opacus's pending ``_current_grad_sample`` (summed out of place when a module runs twice
     in one pass); anything else (a shorter result) still goes through Opacus.
     """
