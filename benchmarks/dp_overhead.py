@@ -9,9 +9,9 @@ example and adds noise (``mpdrm.privacy.private_step``). Target: DP / plain <= 1
     python benchmarks/dp_overhead.py [--sizes tiny base] [--modes grouped ew hooks functorch]
                                      [--batch 8] [--steps 8] [--threads 1]
 
-``grouped`` is the default mode of ``mpdrm.privacy`` (Opacus hooks with the grouped-
-convolution sampler of ``mpdrm.privacy.conv_grad_sample``); ``ew``, ``hooks`` and
-``functorch`` are Opacus's own modes, for comparison.
+``grouped`` is the default mode of ``mpdrm.privacy`` (Opacus hooks, with convolutions and
+GroupNorms that compute their own per-sample gradients: ``mpdrm.privacy.per_sample_layers``);
+``ew``, ``hooks`` and ``functorch`` are Opacus's own modes, for comparison.
 
 Prints a table and writes benchmarks/results/dp_overhead.json.
 """

@@ -40,9 +40,10 @@ class DPConfig:
     accountant
         ``"prv"`` (Opacus default, tightest) or ``"rdp"``.
     grad_sample_mode
-        Opacus per-sample gradient mode: ``"grouped"`` (Opacus hooks with the grouped-
-        convolution sampler of ``mpdrm.privacy.conv_grad_sample``; fastest on MPDRM), ``"ew"``,
-        ``"hooks"`` or ``"functorch"``.
+        Opacus per-sample gradient mode: ``"grouped"`` (Opacus hooks, with convolutions
+        and GroupNorms that compute their own per-sample gradients:
+        ``mpdrm.privacy.per_sample_layers``; fastest on MPDRM), ``"ew"``, ``"hooks"`` or
+        ``"functorch"``.
     noise_seed
         Seed of the noise generator (reproducible runs); ``None`` uses torch's global
         RNG. Ignored with ``secure_mode``.

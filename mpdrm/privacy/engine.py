@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .accounting import SiteAccountant
 from .config import GRAD_SAMPLE_MODES
-from .conv_grad_sample import use_grouped_conv_grad_samples
+from .per_sample_layers import use_per_sample_layers
 from .naming import plain_state_dict, unwrap_model
 
 
@@ -209,8 +209,8 @@ def make_private(
     noise_multiplier, max_grad_norm
         Gaussian noise std / C, and the per-example clipping bound C.
     grad_sample_mode
-        ``"grouped"`` (Opacus hooks with :mod:`mpdrm.privacy.conv_grad_sample` for the
-        convolutions: fastest on MPDRM), ``"ew"``, ``"hooks"`` or ``"functorch"``.
+        ``"grouped"`` (Opacus hooks, with :mod:`mpdrm.privacy.per_sample_layers` for the
+        convolutions and GroupNorms: fastest on MPDRM), ``"ew"``, ``"hooks"`` or ``"functorch"``.
     noise_generator
         Generator for the noise (reproducibility); ``None`` uses torch's global RNG.
     secure_mode
@@ -249,7 +249,7 @@ def make_private(
         noise_generator=None if secure_mode else noise_generator,
     )
     prime_empty_batches(private_loader)
-    restore = use_grouped_conv_grad_samples(private_model) if grad_sample_mode == "grouped" else (lambda: None)
+    restore = use_per_sample_layers(private_model) if grad_sample_mode == "grouped" else (lambda: None)
     return PrivateTraining(
         model=private_model,
         optimizer=private_optimizer,

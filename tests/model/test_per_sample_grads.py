@@ -23,9 +23,9 @@ def _wrap(model, mode):
         return GradSampleModuleExpandedWeights(model, loss_reduction="sum")
     wrapped = GradSampleModule(model, loss_reduction="sum", force_functorch=(mode == "functorch"))
     if mode == "grouped":
-        from mpdrm.privacy.conv_grad_sample import use_grouped_conv_grad_samples
+        from mpdrm.privacy.per_sample_layers import use_per_sample_layers
 
-        use_grouped_conv_grad_samples(wrapped)
+        use_per_sample_layers(wrapped)
     return wrapped
 
 
