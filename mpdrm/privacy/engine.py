@@ -18,6 +18,30 @@ from .per_sample_layers import use_per_sample_layers
 from .naming import plain_state_dict, unwrap_model
 
 
+def check_hooks_mode(model: torch.nn.Module, grad_sample_mode: str) -> None:
+    """Refuse Opacus's ``hooks`` mode for convolutions it gets wrong.
+
+    Opacus 1.6's convolution grad sampler pads with zeros whatever the layer's
+    ``padding_mode``: with ``reflect``, ``replicate`` or ``circular`` padding its per-sample
+    gradients are not the layer's (``tests/dp/test_clipping.py``). ``grouped``, ``ew`` and
+    ``functorch`` handle them.
+
+    Raises
+    ------
+    ValueError
+        Naming the convolutions with a non-zero padding mode.
+    """
+    if grad_sample_mode != "hooks":
+        return
+    padded = [name for name, m in model.named_modules()
+              if isinstance(m, torch.nn.modules.conv._ConvNd) and m.padding_mode != "zeros"]
+    if padded:
+        raise ValueError(
+            f"grad_sample_mode 'hooks' computes wrong per-sample gradients for convolutions with a "
+            f"padding_mode other than 'zeros' (Opacus 1.6): {padded[:8]}; use 'grouped', 'ew' or 'functorch'"
+        )
+
+
 def check_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Require the optimizer to hold exactly the model's trainable parameters.
 
@@ -230,6 +254,7 @@ def make_private(
             "batch sampler are not Poisson samples and the accounting would not hold"
         )
     check_coverage(model, optimizer)
+    check_hooks_mode(model, grad_sample_mode)
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ValueError(f"model is not DP-ready for Opacus: {errors}")

@@ -105,6 +105,26 @@ def test_batch_sampler_loader_is_refused(model, dataset):
                      noise_multiplier=1.0, max_grad_norm=1.0)
 
 
+def test_hooks_mode_is_refused_for_convolutions_opacus_pads_wrongly(model, loader):
+    """Opacus 1.6's conv sampler ignores padding_mode; make_private must not use it there."""
+    from opacus import GradSampleModule
+
+    reflect = torch.nn.Conv3d(2, 3, 3, padding=1, padding_mode="reflect").double()
+    x = torch.randn(2, 2, 4, 5, 5, dtype=torch.float64)
+    upstream = torch.randn_like(reflect(x))
+    want = torch.stack([torch.autograd.grad((reflect(x[i:i + 1]) * upstream[i:i + 1]).sum(), reflect.weight)[0]
+                        for i in range(2)])
+    hooked = GradSampleModule(torch.nn.Sequential(reflect), loss_reduction="sum")
+    (hooked(x) * upstream).sum().backward()
+    assert not torch.allclose(reflect.weight.grad_sample, want)  # the library limit behind the check
+
+    model.add_module("padded", torch.nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"'hooks'.*padding_mode.*'padded'"):
+        make_private(model, opt, loader, accountant=SiteAccountant(),
+                     noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="hooks")
+
+
 @pytest.mark.parametrize("mode", ["grouped", "hooks"])
 def test_plain_names_and_unwrapped_model_after_training(mode, model, loader, train_round):
     from mpdrm.partition import partition
