@@ -7,11 +7,14 @@ side clips the global gradient norm (as ``train_local`` does); the DP side clips
 example and adds noise (``mpdrm.privacy.private_step``). Target: DP / plain <= 1.3.
 
     python benchmarks/dp_overhead.py [--sizes tiny base] [--modes grouped ew hooks functorch]
-                                     [--batch 8] [--steps 8] [--threads 1]
+                                     [--batch 8] [--steps 8] [--threads 1] [--no-keep-freed-memory]
 
 ``grouped`` is the default mode of ``mpdrm.privacy`` (Opacus hooks, with convolutions and
 GroupNorms that compute their own per-sample gradients: ``mpdrm.privacy.per_sample_layers``);
 ``ew``, ``hooks`` and ``functorch`` are Opacus's own modes, for comparison.
+
+Like ``train_local``, it first lets glibc keep freed memory (``mpdrm.allocator``; see
+``benchmarks/allocator.py``), and reports minor page faults per step for each side.
 
 Prints a table and writes benchmarks/results/dp_overhead.json.
 """
@@ -21,6 +24,7 @@ import argparse
 import copy
 import json
 import platform
+import resource
 import statistics
 import time
 import warnings
@@ -31,6 +35,7 @@ import opacus
 import torch
 from torch.utils.data import DataLoader
 
+from mpdrm.allocator import keep_freed_memory
 from mpdrm.losses import MPDRMLoss
 from mpdrm.model import build_model
 from mpdrm.privacy import SiteAccountant, make_private, private_step
@@ -48,6 +53,11 @@ def make_batch(cfg: Any, batch: int, subjects: int, seed: int) -> dict[str, torc
         "visit": torch.zeros(batch, dtype=torch.long),
         "video": torch.arange(batch),
     }
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (fresh memory touched for the first time)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def timed(fn) -> float:
@@ -79,11 +89,14 @@ def bench_size(size: str, modes: list[str], batch: int, steps: int, warmup: int,
         runners[mode] = (lambda p: lambda: private_step(p.model, data, p.optimizer, loss_fn))(private)
 
     times: dict[str, list[float]] = {name: [] for name in runners}
+    faults: dict[str, list[int]] = {name: [] for name in runners}
     for i in range(warmup + steps):
         for name, run in runners.items():
+            before = minor_faults()
             t = timed(run)
             if i >= warmup:
                 times[name].append(t)
+                faults[name].append(minor_faults() - before)
     for private in privates.values():
         private.close()
 
@@ -94,11 +107,13 @@ def bench_size(size: str, modes: list[str], batch: int, steps: int, warmup: int,
         "input": [cfg.in_channels, cfg.frames, cfg.image_size, cfg.image_size],
         "plain_s": plain,
         "plain_s_all": times["plain"],
+        "plain_faults": statistics.median(faults["plain"]),
     }
     for mode in modes:
         med = statistics.median(times[mode])
         out[f"{mode}_s"] = med
         out[f"{mode}_s_all"] = times[mode]
+        out[f"{mode}_faults"] = statistics.median(faults[mode])
         out[f"{mode}_ratio"] = med / plain
     return out
 
@@ -112,11 +127,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="leave glibc's malloc as it is (training keeps freed memory by default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "dp_overhead.json")
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     report: dict[str, Any] = {
         "benchmark": "dp_overhead",
         "target_ratio": 1.3,
@@ -124,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "opacus": opacus.__version__,
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
+        "keep_freed_memory": kept,
         "steps": args.steps,
         "warmup": args.warmup,
         "sizes": {},

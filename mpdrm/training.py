@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .allocator import keep_freed_memory
 from .device import resolve_device, seed_everything
 from .losses import MPDRMLoss
 from .metrics import clip_and_video_metrics
@@ -71,6 +72,9 @@ class TrainConfig:
     # (e.g. "depression.backbone,personality.backbone"; mpdrm-simulate
     # 'train.freeze=[depression.backbone,personality.backbone]')
     freeze: str = ""
+    # glibc keeps freed memory for the next step (mpdrm.allocator): fewer page faults, but
+    # the process keeps its peak memory
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -202,6 +206,8 @@ def train_local(
     'examples_per_second'. num_examples: the loader's dataset size when it has one (else the
     examples of the first epoch). The model is returned to the device it came on.
     """
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     bare = unwrap(model)
     device = resolve_device(cfg.device)
     try:
