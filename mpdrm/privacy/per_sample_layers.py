@@ -48,6 +48,12 @@ class _Recorder:
         record_grad_sample(param, grad_sample, allow_accumulation=self.module.grad_accumulation_allowed)
 
 
+def _scaled(tensor: torch.Tensor, factor: int, *, in_place: bool = True) -> torch.Tensor:
+    if factor == 1:
+        return tensor
+    return tensor.mul_(factor) if in_place else tensor * factor
+
+
 class _PerSampleConv(torch.autograd.Function):
     """Convolution; backward: input gradient, and per-sample weight and bias gradients."""
 
@@ -70,19 +76,21 @@ class _PerSampleConv(torch.autograd.Function):
                 grad_output.contiguous(), inputs, weight, None, list(layer.stride), padding,
                 list(layer.dilation), False, [0] * (inputs.dim() - 2), layer.groups, [True, False, False],
             )[0]
+        # per-sample gradients need the batch-mean factor undone: put it on whichever is
+        # smaller, the output gradient or the per-sample weight gradients
         scale = recorder.scale(inputs.shape[0])
-        # scale whichever is smaller: the output gradient or the per-sample weight gradients
-        scale_first = ctx.needs_input_grad[1] and grad_output.numel() <= inputs.shape[0] * weight.numel()
-        upstream = grad_output * scale if scale_first and scale != 1 else grad_output
+        scale_after = scale
+        if ctx.needs_input_grad[1] and grad_output.numel() <= inputs.shape[0] * weight.numel():
+            grad_output, scale_after = _scaled(grad_output, scale, in_place=False), 1
         if ctx.needs_input_grad[1]:
             grad_weight = per_sample_weight_grad(
-                inputs, upstream, weight, stride=layer.stride, padding=padding,
+                inputs, grad_output, weight, stride=layer.stride, padding=padding,
                 dilation=layer.dilation, groups=layer.groups,
             )
-            recorder.record(layer.weight, grad_weight if scale_first else grad_weight.mul_(scale))
+            recorder.record(layer.weight, _scaled(grad_weight, scale_after))
         if ctx.needs_input_grad[2]:
-            grad_bias = upstream.reshape(*upstream.shape[:2], -1).sum(dim=2)
-            recorder.record(layer.bias, grad_bias if scale_first else grad_bias.mul_(scale))
+            grad_bias = grad_output.reshape(*grad_output.shape[:2], -1).sum(dim=2)
+            recorder.record(layer.bias, _scaled(grad_bias, scale_after))
         return grad_input, None, None, None, None, None
 
 
@@ -117,9 +125,9 @@ class _PerSampleGroupNorm(torch.autograd.Function):
         )
         scale = recorder.scale(inputs.shape[0])
         if grad_weight is not None:
-            recorder.record(layer.weight, grad_weight.mul_(scale))
+            recorder.record(layer.weight, _scaled(grad_weight, scale))
         if grad_bias is not None:
-            recorder.record(layer.bias, grad_bias.mul_(scale))
+            recorder.record(layer.bias, _scaled(grad_bias, scale))
         return grad_input, None, None, None, None
 
 
