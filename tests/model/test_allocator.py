@@ -12,35 +12,44 @@ import mpdrm
 from mpdrm import allocator, training
 from mpdrm.training import TrainConfig, train_local
 
-FAULTS_PER_ALLOCATION = textwrap.dedent("""
+STEP_FAULTS = textwrap.dedent("""
     import resource, sys
     import torch
     from mpdrm.allocator import keep_freed_memory
     applied = keep_freed_memory() if sys.argv[1] == "keep" else False
-    def touch():  # 64 MiB allocated, written, freed: a training step's large temporaries
-        torch.ones(16 * 1024 * 1024)
-    touch(); touch()  # warm up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
-        touch()
-    print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+    def step():  # a training step's large temporaries: 64 MiB and 40 MiB, written and freed
+        a = torch.ones(16 * 1024 * 1024)
+        b = torch.ones(10 * 1024 * 1024)
+        del a, b
+    def rss_mib():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    for _ in range(10):  # warm up: glibc's bins settle
+        step()
+    before, rss = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, rss_mib()
+    for _ in range(4):
+        step()
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4
+    for _ in range(20):
+        step()
+    print(applied, faults, rss_mib() - rss)
 """)
 
 
-def _faults(side: str) -> tuple[bool, float]:
-    out = subprocess.run([sys.executable, "-c", FAULTS_PER_ALLOCATION, side], check=True,
+def _step(side: str) -> tuple[bool, float, float]:
+    out = subprocess.run([sys.executable, "-c", STEP_FAULTS, side], check=True,
                          capture_output=True, text=True).stdout.split()
-    return out[0] == "True", float(out[1])
+    return out[0] == "True", float(out[1]), float(out[2])
 
 
 @pytest.mark.skipif(not allocator.is_glibc(), reason="keep_freed_memory tunes glibc's malloc only")
 def test_freed_memory_is_reused_instead_of_faulting_in_again():
-    applied, kept = _faults("keep")
-    not_applied, default = _faults("default")
+    applied, kept_faults, kept_growth = _step("keep")
+    not_applied, default_faults, _ = _step("default")
     assert applied and not not_applied
-    pages = 64 * 1024 * 1024 // 4096
-    assert default > 0.9 * pages  # glibc's default: every reallocation is fresh memory
-    assert kept < 0.01 * pages
+    pages = (64 + 40) * 2**20 // 4096
+    assert default_faults > 0.9 * pages  # glibc's default: every step's blocks are fresh memory
+    assert kept_faults < 0.01 * pages
+    assert kept_growth < 8  # MiB over 20 more steps: freed memory is reused, not piled up
 
 
 def test_nothing_changes_off_glibc(monkeypatch):
