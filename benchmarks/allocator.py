@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from report import write_report  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -83,9 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary["dp_speedup"] = summary["off"]["dp_s"] / summary["on"]["dp_s"]
         print(f"{size:6} on/off: plain {summary['plain_speedup']:.2f}x faster, DP {summary['dp_speedup']:.2f}x faster")
         report["sizes"][size] = summary
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

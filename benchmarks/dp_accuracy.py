@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import write_report  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("rmse", "mae", "ccc", "pcc")
 
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "dp_accuracy", "scale": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "metrics_units": "normalised score (score / scale maximum), video level, held-out subjects",
               "results": results, "table": table, "wall_seconds": time.perf_counter() - started}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import resource
 import statistics
@@ -33,6 +32,7 @@ from typing import Any
 
 import opacus
 import torch
+from report import write_report  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader
 
 from mpdrm.allocator import keep_freed_memory
@@ -154,9 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["sizes"][size] = res
         cells = " ".join(f"{res[f'{m}_s']:16.3f} {res[f'{m}_ratio']:6.2f}" for m in args.modes)
         print(f"{size:6} {args.batch:5d} {res['plain_s']:13.3f} {cells}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -18,7 +18,6 @@ after, and the table warns when the machine was busy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,6 +35,7 @@ import mpdrm  # noqa: E402
 from mpdrm.device import resolve_device  # noqa: E402
 from mpdrm.losses import MPDRMLoss  # noqa: E402
 from mpdrm.training import TrainConfig, default_step, make_optimizer  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 # (batch, warm-up steps, timed steps) per size and device kind
 PLAN = {
@@ -246,11 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
         "per_sample_gradients_tiny": dp_rows,
         "wall_seconds": time.perf_counter() - started,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print_table(result)
-    print(f"\nwrote {out}")
+    write_report(args.out, result)
     return result
 
 
