@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
 
 # mallopt parameters (glibc malloc.h)
@@ -23,6 +24,7 @@ _NEVER_TRIM = 2**31 - 1
 _applied = False
 
 
+@functools.cache
 def is_glibc() -> bool:
     """Whether this process runs on glibc (Linux), the allocator :func:`keep_freed_memory` tunes."""
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"

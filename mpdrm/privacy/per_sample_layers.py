@@ -184,11 +184,12 @@ def use_per_sample_layers(grad_sample_module: GradSampleModule) -> Callable[[], 
     grad_sample_module.GRAD_SAMPLERS = {
         kind: store_without_copy(sampler) for kind, sampler in type(grad_sample_module).GRAD_SAMPLERS.items()
     }
-    layers = [m for m in grad_sample_module._module.modules() if _apply_for(m) is not None]
+    applies = {m: apply for m in grad_sample_module._module.modules() if (apply := _apply_for(m)) is not None}
+    layers = list(applies)
     _remove_opacus_hooks(grad_sample_module, layers)
     recorder = _Recorder(grad_sample_module)
-    for layer in layers:
-        layer.forward = _per_sample_forward(layer, _apply_for(layer), recorder)
+    for layer, apply in applies.items():
+        layer.forward = _per_sample_forward(layer, apply, recorder)
 
     def restore() -> None:
         for layer in layers:
