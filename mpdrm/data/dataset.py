@@ -1,4 +1,8 @@
-"""Torch datasets over the clip cache, and ``load_site`` (prepare + split + datasets).
+"""Torch datasets over the clip cache, and ``load_site`` (prepared data -> split -> datasets).
+
+``load_site`` never prepares: it reads the index ``prepare_site`` (``mpdrm-data prepare``)
+wrote for these preprocessing parameters and memory-maps the cached clips, so loading a site
+in a fresh process costs a few small reads and one ``stat`` per video.
 
 Each item is a dict (the batch contract of docs/interfaces.md; the default collate stacks it):
 
@@ -15,7 +19,10 @@ Each item is a dict (the batch contract of docs/interfaces.md; the default colla
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,8 +31,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .cache import (CacheError, NotPreparedError, cache_root, changed_files, open_clips,
+                    params_key, prepared_params, read_index)
 from .manifest import site_info
-from .prepare import PrepareConfig, PrepareResult, prepare_site
+from .prepare import PrepareConfig, PrepareResult
 from .splits import kfold_subjects, split_from_column, subject_split
 
 
@@ -33,7 +42,8 @@ class ClipDataset(Dataset):
     """Clips of a set of videos, read (memory-mapped) from the cache on demand."""
 
     def __init__(self, videos: list[dict[str, Any]], *, task: str = "regression",
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 arrays: Sequence[np.ndarray] | None = None):
         self.videos = videos
         self.task = task
         self.transform = transform
@@ -52,7 +62,7 @@ class ClipDataset(Dataset):
         else:
             self.targets = (np.asarray([videos[k]["target"] for k in vid], np.float32)
                             if videos else np.zeros(0, np.float32))
-        self._arrays: dict[int, np.ndarray] = {}
+        self._arrays: dict[int, np.ndarray] = dict(enumerate(arrays)) if arrays else {}
 
     def __len__(self) -> int:
         return len(self._clip_video)
@@ -118,29 +128,136 @@ def _label_threshold(site_dir: Path, score_max: float, given: float | None) -> f
     return round(score_max * 10 / 27)
 
 
+#: PrepareConfig fields that ``mpdrm-data prepare`` sets with an option.
+_CLI_OPTIONS = {"detector": "--detector", "fps": "--fps", "frames": "--frames",
+                "stride": "--stride", "hop": "--hop", "size": "--size", "margin": "--margin",
+                "detect_every": "--detect-every", "max_clips": "--max-clips",
+                "min_face_rate": "--min-face-rate"}
+
+
+def prepare_command(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None,
+                    score_max: float | None = None) -> str:
+    """The ``mpdrm-data prepare`` command line that prepares ``site_dir`` with ``cfg``.
+
+    Parameters
+    ----------
+    site_dir : path
+        The site folder.
+    cfg : PrepareConfig, optional
+        The preprocessing parameters (default: the defaults, which need no option).
+    score_max : float, optional
+        The scale maximum the rows are validated against (``--score-max``).
+    """
+    cfg, default = cfg or PrepareConfig(), PrepareConfig()
+    parts = ["mpdrm-data", "prepare", shlex.quote(str(site_dir))]
+    for name, option in _CLI_OPTIONS.items():
+        value = getattr(cfg, name)
+        if value != getattr(default, name):
+            parts += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    if not cfg.grayscale:
+        parts.append("--rgb")
+    if score_max is not None:
+        parts += ["--score-max", f"{score_max:g}"]
+    return " ".join(parts)
+
+
+def _how_to_prepare(site_dir: Path, cfg: PrepareConfig, score_max: float | None) -> str:
+    """``Run `mpdrm-data prepare ...``` and the fields that command cannot set, if any."""
+    default = PrepareConfig()
+    rest = [f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
+            if f.name not in _CLI_OPTIONS and f.name not in ("grayscale", "memory_budget_mb")
+            and getattr(cfg, f.name) != getattr(default, f.name)]
+    how = f"Run `{prepare_command(site_dir, cfg, score_max)}`"
+    if rest:
+        how += (f" (set {', '.join(rest)} with prepare_site(SITE_DIR, PrepareConfig(...)): "
+                f"mpdrm-data has no option for them)")
+    return how
+
+
+def _params_diff(asked: dict[str, Any], had: dict[str, Any]) -> str:
+    keys = sorted((set(asked) | set(had)) - {"format"})
+    return ", ".join(f"{k}={had.get(k)!r} (asked {asked.get(k)!r})" for k in keys
+                     if asked.get(k) != had.get(k))
+
+
+def _not_prepared(site_dir: Path, params: dict[str, Any], how: str) -> NotPreparedError:
+    found = [_params_diff(params, had) for had in prepared_params(site_dir)]
+    why = ("it was prepared with other parameters: " + "; ".join(found) if found
+           else "no preparation found")
+    return NotPreparedError(f"site {site_dir} is not prepared with these preprocessing "
+                            f"parameters ({why}). {how} first.")
+
+
+def _read_prepared(site_dir: Path, cfg: PrepareConfig,
+                   score_max: float | None) -> tuple[PrepareResult, str]:
+    """The preparation of ``site_dir`` with ``cfg``, checked to be current by ``stat``
+    alone, and how to (re)prepare it."""
+    resolved = cfg.resolve(site_dir)
+    params = resolved.cache_params()
+    key = params_key(params)
+    index = read_index(site_dir, key)
+    how = _how_to_prepare(site_dir, cfg, score_max)
+    if index is None:
+        raise _not_prepared(site_dir, params, how)
+    if score_max is not None and float(score_max) != float(index["score_max"]):
+        raise NotPreparedError(f"site {site_dir} was prepared with score_max "
+                               f"{index['score_max']:g}, not {float(score_max):g}. "
+                               f"{how} first.")
+    changed = changed_files(site_dir, index["files"])
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise NotPreparedError(f"site {site_dir} changed since it was prepared "
+                               f"({', '.join(changed[:3])}{more}). {how} again.")
+    prep = PrepareResult(site_dir, resolved, key, index["entries"],
+                         report_path=cache_root(site_dir) / "report.json",
+                         score_max=float(index["score_max"]))
+    return prep, how
+
+
+def _open_arrays(prep: PrepareResult, how: str) -> list[np.ndarray]:
+    """Memory-map every usable video's clips (a damaged file is named)."""
+    try:
+        return [open_clips(prep.clips_path(e), int(e["clips"])) for e in prep.ok]
+    except CacheError as e:
+        raise CacheError(f"{e}. {how} to rebuild it.") from None
+
+
 def load_site(site_dir: str | os.PathLike, prepare_cfg: PrepareConfig | None = None, *,
               test_fraction: float = 0.25, seed: int = 0, score_max: float | None = None,
-              task: str = "regression", workers: int = 1, progress: bool = False,
-              folds: int | None = None, fold: int | None = None,
+              task: str = "regression", folds: int | None = None, fold: int | None = None,
               label_threshold: float | None = None, use_split_column: bool = True,
               transform: Callable | None = None) -> SiteData:
-    """Prepare (cache-backed, so cheap after the first time) and split one site.
+    """Split one prepared site and serve its cached clips (never prepares).
+
+    The site must have been prepared with ``prepare_cfg`` (``mpdrm-data prepare SITE_DIR``
+    with the same options, or ``prepare_site``); loading reads that preparation's index,
+    ``stat``s the manifest and each video, and memory-maps the clip arrays.
 
     The split is subject-disjoint: the manifest's ``split`` column when every usable row has
     one (and ``use_split_column``), else ``subject_split(test_fraction, seed)``; with
     ``folds=k, fold=i`` the i-th of k seeded folds is the test set. Classification targets
     come from the ``label`` column, or ``score >= label_threshold`` (default: the site's or
     cohort's ``label_threshold``, else ``round(score_max * 10 / 27)``, PHQ-9's "moderate").
-    Raises RuntimeError when no usable video remains (details in the prepare report)."""
+
+    Raises
+    ------
+    NotPreparedError
+        Not prepared with these parameters (or ``score_max``), or the manifest or a video
+        changed since; the message names the folder and the command to run.
+    CacheError
+        A cached clip file is missing or truncated (the message names it).
+    RuntimeError
+        No usable video remains (details in the prepare report).
+    """
     if task not in ("regression", "classification"):
         raise ValueError("task must be 'regression' or 'classification'")
     site_dir = Path(site_dir)
-    prep = prepare_site(site_dir, prepare_cfg, workers=workers, progress=progress,
-                        score_max=score_max)
+    prep, how = _read_prepared(site_dir, prepare_cfg or PrepareConfig(), score_max)
     smax = prep.score_max
     ok = prep.ok
     if not ok:
         raise RuntimeError(f"site {site_dir.name}: no usable video (see {prep.report_path})")
+    arrays = _open_arrays(prep, how)
 
     class _R:  # minimal row view for split_from_column
         def __init__(self, e):
@@ -171,10 +288,9 @@ def load_site(site_dir: str | os.PathLike, prepare_cfg: PrepareConfig | None = N
                        "clips_path": str(prep.clips_path(e)),
                        "split": "train" if e["subject"] in train_set else "test"})
     num_classes = max(2, max(v["label"] for v in videos) + 1)
-    train = ClipDataset([v for v in videos if v["split"] == "train"], task=task,
-                        transform=transform)
-    test = ClipDataset([v for v in videos if v["split"] == "test"], task=task,
-                       transform=transform)
+    parts = {p: [k for k, v in enumerate(videos) if v["split"] == p] for p in ("train", "test")}
+    train, test = (ClipDataset([videos[k] for k in parts[p]], task=task, transform=transform,
+                               arrays=[arrays[k] for k in parts[p]]) for p in ("train", "test"))
     return SiteData(name=site_dir.name, train=train, test=test, num_subjects=len(train_s),
                     score_max=smax, task=task, num_classes=num_classes,
                     subject_ids=list(train_s), test_subject_ids=list(test_s), videos=videos,

@@ -25,13 +25,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .cache import ClipCache, DigestIndex, atomic_write_json, cache_root
+from .cache import ClipCache, DigestIndex, atomic_write_json, cache_root, fingerprint, write_index
 from .clips import clip_starts, cut_clips, window_length
 from .face import HaarDetector, centre_square, crop_square, pick_box, smooth_track
 from .manifest import read_manifest, site_info
 from .video import DecodeStats, VideoError, iter_frames
 
 DETECTORS = ("auto", "haar", "none")
+#: Files besides the videos whose change makes a preparation stale (relative to SITE_DIR).
+SITE_FILES = ("manifest.csv", "site.json", "../cohort.json")
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,7 @@ def prepare_site(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None, 
     t0 = time.perf_counter()
     site_dir = Path(site_dir)
     cfg = (cfg or PrepareConfig()).resolve(site_dir)
+    files = {rel: fingerprint(site_dir / rel) for rel in SITE_FILES}
     manifest = read_manifest(site_dir, score_max=score_max)
     params = cfg.cache_params()
     cache = ClipCache(site_dir, params)
@@ -290,8 +293,10 @@ def prepare_site(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None, 
             e.update(status="skipped", kind="missing",
                      reason="file not found" if not path.exists() else "not a regular file",
                      clips=0)
+            files[row.video] = fingerprint(path)
             continue
         digest = digests.digest(row.video, path)
+        files[row.video] = digests.entries[row.video][:2]
         e["digest"] = digest
         meta = cache.get(digest) if reuse else None
         if meta is not None:
@@ -352,4 +357,6 @@ def prepare_site(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None, 
     }
     result.report_path = cache_root(site_dir) / "report.json"
     atomic_write_json(result.report_path, report)
+    write_index(site_dir, cache.key, params, score_max=manifest.score_max,
+                entries=report["videos"], files=files)
     return result

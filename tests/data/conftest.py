@@ -65,6 +65,16 @@ def tiny_cohort(tmp_path_factory):
                            visits=2, seconds=3.0, seed=7)
 
 
+@pytest.fixture(scope="session")
+def prepared_cohort(tiny_cohort):
+    """``tiny_cohort`` with both sites prepared with the default parameters (an explicit
+    step: ``load_site`` never prepares)."""
+    from mpdrm.data.prepare import prepare_site
+    for site in ("site-01", "site-02"):
+        prepare_site(tiny_cohort / site, progress=False)
+    return tiny_cohort
+
+
 @pytest.fixture()
 def good_video_src(tmp_path_factory):
     """A valid 3 s, 15 fps video of moving shapes (no face), for the 'none' detector."""

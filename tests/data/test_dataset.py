@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mpdrm.data import PKBatchSampler, PrepareConfig, SiteData, load_site
+from mpdrm.data import PKBatchSampler, PrepareConfig, SiteData, load_site, prepare_site
 from mpdrm.data.splits import kfold_subjects, subject_split
 
 
-def test_load_site_batches_follow_the_contract(tiny_cohort):
-    data = load_site(tiny_cohort / "site-01", test_fraction=0.25, seed=0)
+def test_load_site_batches_follow_the_contract(prepared_cohort):
+    data = load_site(prepared_cohort / "site-01", test_fraction=0.25, seed=0)
     assert isinstance(data, SiteData)
     assert data.name == "site-01" and data.score_max == 27 and data.task == "regression"
     assert data.num_subjects == 3 and len(data.test_subject_ids) == 1
@@ -41,22 +41,22 @@ def test_load_site_batches_follow_the_contract(tiny_cohort):
     assert sorted(v["video_index"] for v in data.videos) == list(range(8))
 
 
-def test_load_site_is_deterministic_and_seeded(tiny_cohort):
-    a = load_site(tiny_cohort / "site-02", seed=1)
-    b = load_site(tiny_cohort / "site-02", seed=1)
+def test_load_site_is_deterministic_and_seeded(prepared_cohort):
+    a = load_site(prepared_cohort / "site-02", seed=1)
+    b = load_site(prepared_cohort / "site-02", seed=1)
     assert a.test_subject_ids == b.test_subject_ids
     assert torch.equal(a.train[3]["clips"], b.train[3]["clips"])
-    splits = {tuple(load_site(tiny_cohort / "site-02", seed=s).test_subject_ids)
+    splits = {tuple(load_site(prepared_cohort / "site-02", seed=s).test_subject_ids)
               for s in range(6)}
     assert len(splits) > 1
 
 
-def test_classification_and_kfold(tiny_cohort):
-    data = load_site(tiny_cohort / "site-01", task="classification", folds=4, fold=2, seed=0)
+def test_classification_and_kfold(prepared_cohort):
+    data = load_site(prepared_cohort / "site-01", task="classification", folds=4, fold=2, seed=0)
     assert data.train[0]["target"].dtype == torch.int64
     labels = {int(data.train[i]["target"]) for i in range(len(data.train))}
     assert labels <= {0, 1} and data.num_classes == 2
-    tests = [tuple(load_site(tiny_cohort / "site-01", folds=4, fold=f).test_subject_ids)
+    tests = [tuple(load_site(prepared_cohort / "site-01", folds=4, fold=f).test_subject_ids)
              for f in range(4)]
     assert sorted(s for t in tests for s in t) == sorted(f"S01-0{i}" for i in range(1, 5))
 
@@ -69,6 +69,7 @@ def test_split_column_and_prepare_cfg(tmp_path, tiny_cohort):
     for ln in lines[1:]:
         out.append(ln + ("," + ("test" if ln.split(",")[1] == "S01-02" else "train")))
     (site / "manifest.csv").write_text("\n".join(out) + "\n")
+    prepare_site(site, PrepareConfig(size=32, frames=8, stride=1, hop=15), progress=False)
     data = load_site(site, PrepareConfig(size=32, frames=8, stride=1, hop=15))
     assert data.test_subject_ids == ["S01-02"]
     assert data.train[0]["clips"].shape == (1, 8, 32, 32)
@@ -77,6 +78,7 @@ def test_split_column_and_prepare_cfg(tmp_path, tiny_cohort):
 
 def test_no_usable_video_raises(tmp_path, helpers):
     helpers.write_manifest(tmp_path / "s", [["videos/x.mp4", "A", 1, 3]])
+    prepare_site(tmp_path / "s", progress=False)
     with pytest.raises(RuntimeError, match="no usable video"):
         load_site(tmp_path / "s")
 
@@ -136,16 +138,16 @@ def test_pk_sampler():
                for b in PKBatchSampler(ds, p=8, k=2, seed=1))
 
 
-def test_pk_sampler_with_dataloader(tiny_cohort):
-    data = load_site(tiny_cohort / "site-01")
+def test_pk_sampler_with_dataloader(prepared_cohort):
+    data = load_site(prepared_cohort / "site-01")
     loader = DataLoader(data.train, batch_sampler=PKBatchSampler(data.train, p=2, k=2, seed=0))
     batch = next(iter(loader))
     assert batch["clips"].shape[0] == 4
     assert Counter(batch["subject"].tolist()).most_common()[0][1] == 2
 
 
-def test_dataloader_worker_processes(tiny_cohort):
-    data = load_site(tiny_cohort / "site-02")
+def test_dataloader_worker_processes(prepared_cohort):
+    data = load_site(prepared_cohort / "site-02")
     data.train[0]                                    # opens a memory map in this process
     loader = DataLoader(data.train, batch_size=4, num_workers=2, shuffle=False)
     batches = list(loader)
