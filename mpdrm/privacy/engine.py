@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
@@ -181,6 +181,7 @@ class PrivateTraining:
     max_grad_norm: float
     sample_rate: float
     restore: Callable[[], None] = lambda: None
+    closed: bool = field(default=False, init=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -196,12 +197,55 @@ class PrivateTraining:
         return plain_state_dict(self.model)
 
     def close(self) -> torch.nn.Module:
-        """Remove Opacus hooks and per-sample attributes; return the plain model."""
+        """Remove Opacus hooks and per-sample attributes; return the plain model.
+
+        Closing again does nothing more.
+        """
+        if self.closed:
+            return self.module
+        self.closed = True
         self.optimizer.zero_grad(set_to_none=True)
         self.restore()
         if hasattr(self.model, "to_standard_module"):
             return self.model.to_standard_module()
         return unwrap_model(self.model)
+
+
+def check_private_ready(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                        grad_sample_mode: str) -> None:
+    """Refuse what :func:`make_private` cannot make private correctly.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``grad_sample_mode``, an already wrapped model, a loader with a custom
+        batch sampler (its batches are not Poisson samples), an optimizer that does not cover
+        the trainable parameters (:func:`check_coverage`), ``hooks`` mode on convolutions it gets
+        wrong (:func:`check_hooks_mode`) or a model Opacus's validator refuses.
+    """
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
+    if unwrap_model(model) is not model:
+        raise ValueError("model is already wrapped by Opacus; pass the plain model")
+    if loader.batch_size is None:
+        raise ValueError(
+            "DP-SGD needs a plain DataLoader(dataset, batch_size=B): batches from a custom "
+            "batch sampler are not Poisson samples and the accounting would not hold"
+        )
+    check_coverage(model, optimizer)
+    check_hooks_mode(model, grad_sample_mode)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"model is not DP-ready for Opacus: {errors}")
+
+
+def site_privacy_engine(accountant: SiteAccountant, secure_mode: bool) -> PrivacyEngine:
+    """An Opacus ``PrivacyEngine`` whose steps go to the site's ledger ``accountant``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=accountant.mechanism, secure_mode=secure_mode)
+    engine.accountant = accountant.accountant
+    return engine
 
 
 def make_private(
@@ -244,25 +288,8 @@ def make_private(
     -------
     PrivateTraining
     """
-    if grad_sample_mode not in GRAD_SAMPLE_MODES:
-        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
-    if unwrap_model(model) is not model:
-        raise ValueError("model is already wrapped by Opacus; pass the plain model")
-    if loader.batch_size is None:
-        raise ValueError(
-            "DP-SGD needs a plain DataLoader(dataset, batch_size=B): batches from a custom "
-            "batch sampler are not Poisson samples and the accounting would not hold"
-        )
-    check_coverage(model, optimizer)
-    check_hooks_mode(model, grad_sample_mode)
-    errors = ModuleValidator.validate(model, strict=False)
-    if errors:
-        raise ValueError(f"model is not DP-ready for Opacus: {errors}")
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant=accountant.mechanism, secure_mode=secure_mode)
-    engine.accountant = accountant.accountant  # steps go to the site's ledger
+    check_private_ready(model, optimizer, loader, grad_sample_mode)
+    engine = site_privacy_engine(accountant, secure_mode)
     private_model, private_optimizer, private_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
