@@ -102,7 +102,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
     loader_seed = derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round)
     dp_cfg = client_dp_config(s.cfg)
     dp_round = None
-    if dp_cfg is not None:  # client-side DP-SGD: Poisson loader, budget check, Opacus seams
+    if dp_cfg is not None:  # client-side DP-SGD: Poisson loader, budget check, private engine
         dp_round = PrivateRound(dp_cfg, newest_ledger(s.store.candidates()), s.data.train,
                                 batch_size=int(s.cfg["data.batch_size"]), epochs=tcfg.epochs,
                                 max_steps=tcfg.max_steps, seed=loader_seed)
@@ -110,13 +110,15 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             log.warning("site %s round %d declined: %s", s.site.name, server_round, dp_round.decision.reason)
             return decline_reply(message, s.site.site_id, dp_round)
     loader = dp_round.loader if dp_round is not None else train_loader(s.data.train, s.cfg, seed=loader_seed)
+    # train_local seeds every RNG from tcfg.seed (site, round): a resumed site trains like an
+    # uninterrupted one whatever RNG state open_session restored
     result = train_local(
         s.model,
         loader,
         tcfg,
+        engine=dp_round.engine() if dp_round is not None else None,
         optimizer_state=s.state["optimizer"] if s.state is not None else None,
         reference_params=reference,
-        **(dp_round.train_kwargs() if dp_round is not None else {}),
     )
     dp_state = dp_round.close() if dp_round is not None else (s.state.get("dp") if s.state is not None else None)
     local = {k: v.detach().clone() for k, v in s.model.state_dict().items() if k in set(kept_names(s.model, s.shared))}

@@ -26,7 +26,7 @@ import torch
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from torch.utils.data import DataLoader
 
-from mpdrm.privacy import BudgetDecision, DPConfig, SitePrivacy, private_step, round_steps
+from mpdrm.privacy import BudgetDecision, DPConfig, PrivateEngine, SitePrivacy, round_steps
 
 #: ``dp.mode`` values.
 DP_MODES = ("none", "opacus", "central")
@@ -93,7 +93,7 @@ def newest_ledger(states: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] 
 
 
 class PrivateRound:
-    """One site's DP-SGD round: Poisson loader, budget decision, Opacus seams, ledger.
+    """One site's DP-SGD round: Poisson loader, budget decision, training engine, ledger.
 
     Parameters
     ----------
@@ -125,12 +125,13 @@ class PrivateRound:
         """Whether the round fits in the site's budget."""
         return self.decision.allowed
 
-    def train_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``mpdrm.training.train_local`` for a private round."""
-        return {"prepare": self.privacy.prepare, "step_fn": private_step}
+    def engine(self) -> PrivateEngine:
+        """The ``engine`` of ``mpdrm.training.train_local`` for this round (DP-SGD; it
+        unwraps the model when training ends)."""
+        return self.privacy.engine()
 
     def close(self) -> dict[str, Any]:
-        """Unwrap the model after training; return the ledger to save in the site state."""
+        """Close the round after training; return the ledger to save in the site state."""
         self.summary = self.privacy.finish()
         return self.privacy.state_dict()
 

@@ -3,24 +3,20 @@
 Batches are dicts (docs/interfaces.md): ``clips`` (B,C,T,H,W) float32, ``target`` (B,) float32
 normalised score or int64 class, ``subject`` (B,) int64, ``visit`` (B,) int64, ``video`` (B,) int64.
 
-`train_local` is written so that the privacy layer reuses it instead of copying it:
+`train_local` is the one loop for plain and private training. What differs lives in an
+``engine`` (`mpdrm.training_engine.TrainingEngine`): it builds the optimizer and restores its
+state, wraps model/optimizer/loader, takes each step, unwraps after the last step and returns
+the optimizer state. `PlainEngine` (the default) is the ordinary step with global gradient
+clipping; ``mpdrm.privacy.PrivateEngine`` is DP-SGD with Opacus. The loop itself:
 
-- ``prepare(model, optimizer, loader) -> (model, optimizer, loader)`` is called once the
-  optimizer exists (and its state is restored); it may wrap all three, e.g.
-  ``lambda m, o, l: privacy_engine.make_private(module=m, optimizer=o, data_loader=l, ...)``.
-  When it is given, the loop does no gradient clipping of its own (DP-SGD clips per example)
-  and the loss is per-example (prototype contrastive, no batch coupling) unless told otherwise.
-- ``step_fn(model, batch, optimizer, loss_fn, grad_clip) -> parts`` replaces one optimisation
-  step (default: `default_step`).
-- ``finish(model, optimizer)`` runs after the last step with the prepared objects. The default
-  closes an Opacus wrapper (``_close()``: removes its hooks and ``grad_sample`` attributes), so the
-  bare model is clean for evaluation, checkpointing and the next round's ``make_private`` (a
-  PrivacyEngine kept across rounds keeps accumulating its accountant history).
-- The FedProx proximal term is applied as a decoupled step after each optimizer step,
+- seeds Python, numpy and torch from ``cfg.seed`` first, so a call is a function of its
+  inputs (the weights, the optimizer state, the loader and ``cfg``), whatever RNG state the
+  caller left: a resumed site trains exactly like an uninterrupted one.
+- applies the FedProx proximal term as a decoupled step after each engine step,
   ``w <- w - lr_t * mu * (w - w_ref)`` for the parameters named in ``reference_params``: for SGD
   this is exactly the gradient of ``mu/2 ||w - w_ref||^2``; for AdamW it is decoupled like AdamW's
   weight decay. It uses no data, so under DP-SGD it is post-processing and costs no privacy.
-- The learning-rate schedule runs over this call's steps (``epochs * len(loader)``, or
+- runs the learning-rate schedule over this call's steps (``epochs * len(loader)``, or
   ``max_steps``) starting from ``cfg.lr``, also when an optimizer state is restored.
 """
 from __future__ import annotations
@@ -41,6 +37,7 @@ from .device import resolve_device, seed_everything
 from .losses import MPDRMLoss
 from .metrics import clip_and_video_metrics
 from .partition import unwrap
+from .training_engine import PlainEngine, TrainingEngine, default_step, make_optimizer
 
 SCHEDULES = ("cosine", "step", "none")
 OPTIMIZERS = ("adamw", "sgd")
@@ -106,20 +103,6 @@ class TrainResult:
     steps: int
 
 
-StepFn = Callable[[nn.Module, Mapping[str, torch.Tensor], torch.optim.Optimizer, Callable, "float | None"],
-                  Mapping[str, torch.Tensor]]
-Prepare = Callable[[nn.Module, torch.optim.Optimizer, Iterable], tuple[nn.Module, torch.optim.Optimizer, Iterable]]
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` (AdamW or SGD with momentum) over the trainable parameters, in
-    `named_parameters` order."""
-    params = [p for p in unwrap(model).parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """The multiplier of cfg.lr at `step` (0-based) of `total_steps`."""
     if cfg.schedule == "cosine" and total_steps > 0:
@@ -133,27 +116,6 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: in
 
 def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def default_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable, grad_clip: float | None) -> Mapping[str, torch.Tensor]:
-    """zero_grad -> forward -> loss -> backward -> (clip) -> step. Returns the loss parts."""
-    optimizer.zero_grad(set_to_none=True)
-    output = model(batch["clips"])
-    loss, parts = loss_fn(output, batch)
-    loss.backward()
-    if grad_clip is not None and grad_clip > 0:
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    return parts
-
-
-def _reset_hparams(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = cfg.lr
-        g["weight_decay"] = cfg.weight_decay
-        g.pop("initial_lr", None)
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:
@@ -186,123 +148,162 @@ def frozen_parameters(model: nn.Module, prefixes: Iterable[str]) -> Iterator[lis
             p.requires_grad_(True)
 
 
+def planned_steps(cfg: TrainConfig, loader: Iterable) -> tuple[int, int]:
+    """``(total_steps, steps_per_epoch)`` of a call: ``epochs * len(loader)`` capped at
+    ``max_steps`` (``max_steps`` alone when the loader has no length)."""
+    try:
+        steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        steps_per_epoch = 0
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
+    return total_steps, steps_per_epoch
+
+
+Pairs = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def proximal_pairs(model: nn.Module, reference_params: Mapping[str, torch.Tensor] | None, cfg: TrainConfig,
+                   device: torch.device) -> Pairs:
+    """``(parameter, reference)`` for the trainable parameters named in ``reference_params``;
+    empty when FedProx is off (no reference or ``cfg.proximal_mu <= 0``)."""
+    if reference_params is None or cfg.proximal_mu <= 0:
+        return []
+    named = dict(model.named_parameters())
+    return [(named[k], v.detach().to(device, named[k].dtype)) for k, v in reference_params.items()
+            if k in named and named[k].requires_grad]
+
+
+@torch.no_grad()
+def proximal_step(pairs: Pairs, lr: float, mu: float) -> None:
+    """The decoupled FedProx step ``w <- w - lr * mu * (w - w_ref)``."""
+    for p, r in pairs:
+        p.sub_(lr * mu * (p - r))
+
+
+@torch.no_grad()
+def proximal_term(pairs: Pairs, mu: float) -> float:
+    """``mu/2 ||w - w_ref||^2`` (0 without pairs)."""
+    if not pairs:
+        return 0.0
+    return float(sum(((p - r) ** 2).sum() for p, r in pairs)) * mu / 2
+
+
+@dataclass
+class _Tally:
+    """What the loop counts: example-weighted loss sums, examples, steps, the last lr."""
+
+    lr: float
+    sums: dict[str, float]
+    seen: int = 0
+    first_epoch_examples: int = 0
+    steps: int = 0
+
+    def add(self, parts: Mapping[str, torch.Tensor], batch_size: int, epoch: int) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * batch_size
+        self.seen += batch_size
+        if epoch == 0:
+            self.first_epoch_examples += batch_size
+        self.steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / self.seen if self.seen else float("nan")) for k, v in self.sums.items()}
+
+
+def run_steps(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], cfg: TrainConfig,
+              engine: TrainingEngine, loss_fn: Callable, pairs: Pairs, device: torch.device) -> _Tally:
+    """The epochs: per batch set the scheduled lr, take the engine's step, then the proximal one."""
+    total_steps, steps_per_epoch = planned_steps(cfg, loader)
+    tally = _Tally(lr=cfg.lr, sums={})
+    for epoch in range(cfg.epochs):
+        for batch in loader:
+            if cfg.max_steps is not None and tally.steps >= cfg.max_steps:
+                return tally
+            tally.lr = cfg.lr * lr_factor(cfg, tally.steps, total_steps, steps_per_epoch)
+            engine.set_lr(tally.lr)
+            batch = move_batch(batch, device)
+            parts = engine.step(model, batch, loss_fn)
+            if pairs:
+                proximal_step(pairs, tally.lr, cfg.proximal_mu)
+            tally.add(parts, _batch_size(batch), epoch)
+    return tally
+
+
+def _num_examples(loader: Iterable, first_epoch_examples: int) -> int:
+    """The loader's dataset size when it has one, else the examples of the first epoch."""
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return int(len(dataset)) if dataset is not None else first_epoch_examples  # type: ignore[arg-type]
+    except TypeError:
+        return first_epoch_examples
+
+
+def _home_device(model: nn.Module, default: torch.device) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return default
+
+
 def train_local(
     model: nn.Module,
     loader: Iterable[Mapping[str, torch.Tensor]],
     cfg: TrainConfig,
     *,
+    engine: TrainingEngine | None = None,
     optimizer_state: dict[str, Any] | None = None,
     reference_params: Mapping[str, torch.Tensor] | None = None,
-    prepare: Prepare | None = None,
-    step_fn: StepFn | None = None,
-    loss_fn: Callable | None = None,
-    per_example: bool | None = None,
-    finish: Callable[[nn.Module, torch.optim.Optimizer], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place on one site's batches; returns metrics and the optimizer state.
 
-    metrics: the example-weighted means of 'loss', 'task', 'contrastive', 'orthogonality' over the
-    steps, 'proximal' (mu/2 ||w - w_ref||^2 at the end), 'lr' (last), 'seconds',
-    'examples_per_second'. num_examples: the loader's dataset size when it has one (else the
-    examples of the first epoch). The model is returned to the device it came on.
+    Parameters
+    ----------
+    model, loader, cfg
+        The (plain) model, the site's batches and the training settings.
+    engine
+        How to build the optimizer, wrap, step and unwrap (see `mpdrm.training_engine`);
+        default a new `PlainEngine`. ``mpdrm.privacy.PrivateEngine`` trains with DP-SGD.
+    optimizer_state
+        The previous round's ``TrainResult.optimizer_state`` (lr and weight decay come from ``cfg``).
+    reference_params
+        name -> tensor: FedProx's reference weights (with ``cfg.proximal_mu > 0``).
+
+    Returns
+    -------
+    TrainResult
+        metrics: the example-weighted means of 'loss', 'task', 'contrastive', 'orthogonality'
+        over the steps, 'proximal' (mu/2 ||w - w_ref||^2 at the end), 'lr' (last), 'seconds',
+        'examples_per_second'. num_examples: the loader's dataset size when it has one (else the
+        examples of the first epoch). The model is returned to the device it came on.
     """
     if cfg.keep_freed_memory:
         keep_freed_memory()
+    engine = engine if engine is not None else PlainEngine()
     bare = unwrap(model)
     device = resolve_device(cfg.device)
-    try:
-        home = next(bare.parameters()).device
-    except StopIteration:
-        home = device
+    home = _home_device(bare, device)
     with frozen_parameters(bare, cfg.freeze_prefixes):
         seed_everything(cfg.seed)
         bare.to(device)
         model.train()
-
-        optimizer = make_optimizer(bare, cfg)
-        if optimizer_state:
-            optimizer.load_state_dict(optimizer_state)
-            _reset_hparams(optimizer, cfg)
-            # a restored state may sit on another device
-            for state in optimizer.state.values():
-                for k, v in state.items():
-                    if torch.is_tensor(v) and k != "step":
-                        state[k] = v.to(device)
-        base_optimizer = optimizer
         try:
-            steps_per_epoch = len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            steps_per_epoch = 0
-        total_steps = cfg.epochs * steps_per_epoch
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps) if total_steps else cfg.max_steps
-
-        if prepare is not None:
-            model, optimizer, loader = prepare(model, optimizer, loader)
-        if per_example is None:
-            per_example = prepare is not None
-        if loss_fn is None:
-            loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=per_example)
-        step_fn = step_fn or default_step
-        grad_clip = None if prepare is not None else cfg.grad_clip
-
-        ref: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if reference_params is not None and cfg.proximal_mu > 0:
-            named = dict(bare.named_parameters())
-            ref = [(named[k], v.detach().to(device, named[k].dtype)) for k, v in reference_params.items()
-                   if k in named and named[k].requires_grad]
-
-        sums: dict[str, float] = {}
-        seen = 0
-        first_epoch_examples = 0
-        steps = 0
-        lr = cfg.lr
-        start = time.perf_counter()
-        done = False
-        for epoch in range(cfg.epochs):
-            for batch in loader:
-                if cfg.max_steps is not None and steps >= cfg.max_steps:
-                    done = True
-                    break
-                lr = cfg.lr * lr_factor(cfg, steps, total_steps, steps_per_epoch)
-                for g in base_optimizer.param_groups:
-                    g["lr"] = lr
-                batch = move_batch(batch, device)
-                b = _batch_size(batch)
-                parts = step_fn(model, batch, optimizer, loss_fn, grad_clip)
-                if ref:
-                    with torch.no_grad():
-                        for p, r in ref:
-                            p.sub_(lr * cfg.proximal_mu * (p - r))
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * b
-                seen += b
-                if epoch == 0:
-                    first_epoch_examples += b
-                steps += 1
-            if done:
-                break
-        seconds = time.perf_counter() - start
-        if finish is not None:
-            finish(model, optimizer)
-        elif model is not bare and hasattr(model, "_close"):
-            model._close()
-
-        metrics = {k: (v / seen if seen else float("nan")) for k, v in sums.items()}
-        prox = 0.0
-        if ref:
-            with torch.no_grad():
-                prox = float(sum(((p - r) ** 2).sum() for p, r in ref)) * cfg.proximal_mu / 2
-        metrics.update({"proximal": prox, "lr": lr, "seconds": seconds,
-                        "examples_per_second": seen / seconds if seconds > 0 else float("nan")})
-        dataset = getattr(loader, "dataset", None)
-        try:
-            num_examples = len(dataset) if dataset is not None else first_epoch_examples  # type: ignore[arg-type]
-        except TypeError:
-            num_examples = first_epoch_examples
-        opt_state = getattr(optimizer, "original_optimizer", base_optimizer).state_dict()
-        bare.to(home)
-        return TrainResult(metrics=metrics, optimizer_state=opt_state, num_examples=int(num_examples), steps=steps)
+            wrapped, batches = engine.wrap(model, loader, cfg, optimizer_state=optimizer_state, device=device)
+            loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=engine.per_example)
+            pairs = proximal_pairs(bare, reference_params, cfg, device)
+            start = time.perf_counter()
+            tally = run_steps(wrapped, batches, cfg, engine, loss_fn, pairs, device)
+            seconds = time.perf_counter() - start
+        finally:
+            engine.unwrap()
+        metrics = tally.means()
+        metrics.update({"proximal": proximal_term(pairs, cfg.proximal_mu), "lr": tally.lr, "seconds": seconds,
+                        "examples_per_second": tally.seen / seconds if seconds > 0 else float("nan")})
+        result = TrainResult(metrics=metrics, optimizer_state=engine.optimizer_state(),
+                             num_examples=_num_examples(batches, tally.first_epoch_examples), steps=tally.steps)
+    bare.to(home)
+    return result
 
 
 @torch.no_grad()
@@ -372,5 +373,5 @@ def evaluate(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, 
     return clip_and_video_metrics(out["prediction"], out["target"], out["video"], task)
 
 
-__all__ = ["TrainConfig", "TrainResult", "train_local", "default_step", "make_optimizer", "lr_factor",
-           "predict", "evaluate", "move_batch"]
+__all__ = ["TrainConfig", "TrainResult", "train_local", "PlainEngine", "TrainingEngine", "default_step",
+           "make_optimizer", "lr_factor", "predict", "evaluate", "move_batch"]

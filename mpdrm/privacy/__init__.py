@@ -7,8 +7,8 @@ Typical round at a site::
     decision = dp.plan_round(loader, steps)                    # exact look-ahead
     if not decision.allowed:                                   # reply decision.reason
         ...
-    result = train_local(model, loader, train_cfg, prepare=dp.prepare, step_fn=private_step, ...)
-    dp.finish()                                                # unwrap; model is plain
+    result = train_local(model, loader, train_cfg, engine=dp.engine(), ...)  # DP-SGD; unwraps
+    dp.finish()                                                # the round's report
     site_state["dp"] = dp.state_dict(); metrics["epsilon"] = dp.epsilon()
 """
 from .accounting import SiteAccountant
@@ -25,12 +25,14 @@ from .engine import (
 )
 from .naming import plain_name, plain_state_dict, unwrap_model
 from .noise import calibrate_noise_multiplier
+from .private_engine import PrivateEngine
 from .site import BudgetExhausted, SitePrivacy, round_steps
 
 __all__ = [
     "BudgetDecision",
     "BudgetExhausted",
     "DPConfig",
+    "PrivateEngine",
     "PrivateTraining",
     "SiteAccountant",
     "SitePrivacy",

@@ -129,16 +129,13 @@ def private_step(
     batch: Mapping[str, torch.Tensor],
     optimizer: DPOptimizer,
     loss_fn: Callable[[Any, Mapping[str, torch.Tensor]], tuple[torch.Tensor, Mapping[str, torch.Tensor]]],
-    grad_clip: float | None = None,
 ) -> Mapping[str, torch.Tensor]:
-    """One DP-SGD step, the ``step_fn`` of ``mpdrm.training.train_local`` under DP.
+    """One DP-SGD step (``PrivateEngine.step``): per-example clipping, noise, accounting.
 
     ``loss_fn(output, batch) -> (mean loss, parts)`` must be per-example
     (``MPDRMLoss(per_example=True)``). An empty batch takes :func:`noise_only_step`
-    and returns no parts. ``grad_clip`` must be off: DP-SGD clips per example.
+    and returns no parts. There is no global gradient clipping: DP-SGD clips per example.
     """
-    if grad_clip is not None and grad_clip > 0:
-        raise ValueError("global gradient clipping must be off under DP-SGD (it clips per example)")
     if is_empty_batch(batch):
         noise_only_step(optimizer)
         return {}
@@ -157,7 +154,8 @@ class PrivateTraining:
     ``loader`` (Poisson batches) exactly like their plain counterparts, with a loss
     that is the batch *mean* of per-example losses. For an empty Poisson batch call
     :meth:`noise_only_step` instead of forward/backward. Afterwards call
-    :meth:`close`; the plain ``module`` holds the trained weights.
+    :meth:`close`; the plain ``module`` holds the trained weights. ``PrivateEngine`` does
+    all of this inside ``mpdrm.training.train_local``.
 
     Attributes
     ----------

@@ -12,6 +12,7 @@ from .budget import BudgetDecision, check_budget
 from .config import DPConfig
 from .engine import PrivateTraining, accounting_sample_rate, make_private
 from .noise import calibrate_noise_multiplier
+from .private_engine import PrivateEngine
 
 STATE_VERSION = 1
 
@@ -36,9 +37,9 @@ class BudgetExhausted(RuntimeError):
 class SitePrivacy:
     """A site's client-side DP over all rounds and restarts.
 
-    Per round: ``plan_round`` (budget decision) -> if allowed ``attach`` -> train with
-    the returned :class:`PrivateTraining` -> ``finish`` -> save ``state_dict()`` in the
-    site state.
+    Per round: ``plan_round`` (budget decision) -> if allowed
+    ``train_local(..., engine=site.engine())`` (or ``attach`` and train with the returned
+    :class:`PrivateTraining` by hand) -> ``finish`` -> save ``state_dict()`` in the site state.
 
     Parameters
     ----------
@@ -135,20 +136,19 @@ class SitePrivacy:
         self._private = private
         return private
 
-    def prepare(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
-    ) -> tuple[torch.nn.Module, torch.optim.Optimizer, DataLoader]:
-        """:meth:`attach` in the shape of ``train_local``'s ``prepare`` hook.
+    def engine(self) -> PrivateEngine:
+        """The round's ``engine`` for ``mpdrm.training.train_local``: it builds the optimizer,
+        :meth:`attach`-es (after an allowed ``plan_round``), steps with DP-SGD and unwraps.
 
-        Use with ``step_fn=private_step``; call :meth:`finish` after ``train_local``.
+        Call :meth:`finish` after ``train_local`` for the round's report.
         """
-        private = self.attach(model, optimizer, loader)
-        return private.model, private.optimizer, private.loader
+        return PrivateEngine(self.attach)
 
     def finish(self, private: PrivateTraining | None = None) -> dict[str, Any]:
         """Close the round: unwrap the model and report what the round spent.
 
-        ``private`` defaults to the round's last :meth:`attach` (or :meth:`prepare`).
+        ``private`` defaults to the round's last :meth:`attach` (also the one an
+        :meth:`engine` made); closing an already closed round does nothing more.
 
         Returns
         -------

@@ -131,10 +131,10 @@ def test_zero_noise_has_infinite_epsilon():
 
 
 def test_train_local_with_dp_hooks_accounts_every_step(make_model, loader):
-    """The privacy layer plugs into mpdrm.training.train_local through prepare/step_fn."""
+    """The privacy layer plugs into mpdrm.training.train_local through its engine."""
     from mpdrm.training import TrainConfig, train_local
 
-    from mpdrm.privacy import private_step, round_steps
+    from mpdrm.privacy import round_steps
 
     cfg = DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, delta=DELTA)
     train_cfg = TrainConfig(epochs=2, lr=1e-3, max_steps=5, device="cpu")
@@ -144,7 +144,7 @@ def test_train_local_with_dp_hooks_accounts_every_step(make_model, loader):
     assert site.plan_round(loader, steps).allowed
     model = make_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train_local(model, loader, train_cfg, prepare=site.prepare, step_fn=private_step)
+    result = train_local(model, loader, train_cfg, engine=site.engine())
     report = site.finish()
     assert result.steps == 5 and report["steps"] == 5 and report["steps_round"] == 5
     assert report["epsilon"] == pytest.approx(independent_epsilon("prv", 1.0, 1 / len(loader), 5, DELTA))

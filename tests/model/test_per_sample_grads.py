@@ -69,17 +69,22 @@ def test_train_local_under_privacy_engine(brightness_dataset):
     warnings.filterwarnings("ignore", module="opacus")
     from opacus import PrivacyEngine
 
+    from mpdrm.privacy import PrivateEngine, PrivateTraining
+
     torch.manual_seed(0)
     model = mpdrm.build_model("tiny", num_subjects=4, image_size=32, frames=8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     engine = PrivacyEngine(accountant="rdp")
 
-    def prepare(m, opt, loader):
-        return engine.make_private(module=m, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
-                                   max_grad_norm=1.0, grad_sample_mode="hooks")
+    def attach(m, opt, loader):
+        wrapped, dp_opt, dp_loader = engine.make_private(module=m, optimizer=opt, data_loader=loader,
+                                                         noise_multiplier=1.0, max_grad_norm=1.0,
+                                                         grad_sample_mode="hooks")
+        return PrivateTraining(model=wrapped, optimizer=dp_opt, loader=dp_loader, module=m, noise_multiplier=1.0,
+                               max_grad_norm=1.0, sample_rate=1 / len(dp_loader))
 
     loader = DataLoader(brightness_dataset(n=16), batch_size=8)
-    result = train_local(model, loader, TrainConfig(device="cpu"), prepare=prepare)
+    result = train_local(model, loader, TrainConfig(device="cpu"), engine=PrivateEngine(attach))
     assert result.steps >= 1
     eps1 = engine.get_epsilon(1e-5)
     assert eps1 > 0
@@ -87,7 +92,7 @@ def test_train_local_under_privacy_engine(brightness_dataset):
     # engine's accountant keeps counting
     assert not hasattr(model, "autograd_grad_sample_hooks")
     assert all(getattr(p, "grad_sample", None) is None for p in model.parameters())
-    again = train_local(model, loader, TrainConfig(device="cpu"), prepare=prepare,
+    again = train_local(model, loader, TrainConfig(device="cpu"), engine=PrivateEngine(attach),
                         optimizer_state=result.optimizer_state)
     assert again.steps >= 1 and engine.get_epsilon(1e-5) > eps1
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import mpdrm
-from mpdrm.training import TrainConfig, evaluate, lr_factor, predict, train_local
+from mpdrm.training import PlainEngine, TrainConfig, evaluate, lr_factor, predict, train_local
 
 
 def _model(seed=0, **kw):
@@ -90,31 +90,52 @@ def test_lr_schedules():
         TrainConfig(schedule="linear")
 
 
-def test_prepare_and_step_hooks(brightness_dataset):
-    """The privacy layer plugs in through `prepare` and `step_fn` without copying the loop."""
+def test_a_custom_engine_plugs_into_the_loop(brightness_dataset):
+    """The privacy layer plugs in through an engine (wrap, step, unwrap) without copying the loop."""
     data = brightness_dataset(n=16)
     loader = DataLoader(data, batch_size=8)
     seen = {}
 
-    def prepare(model, optimizer, loader_):
-        seen["prepare"] = (type(model).__name__, type(optimizer).__name__)
-        return model, optimizer, loader_
+    class Recording(PlainEngine):
+        per_example = True
 
-    def step(model, batch, optimizer, loss_fn, grad_clip):
-        seen.setdefault("steps", 0)
-        seen["steps"] += 1
-        seen["per_example"] = loss_fn.per_example
-        seen["grad_clip"] = grad_clip
-        optimizer.zero_grad()
-        loss, parts = loss_fn(model(batch["clips"]), batch, reduction="none")
-        loss.mean().backward()
-        optimizer.step()
-        return parts
+        def wrap(self, model, loader_, cfg, **kw):
+            model, loader_ = super().wrap(model, loader_, cfg, **kw)
+            seen["prepare"] = (type(model).__name__, type(self.optimizer).__name__)
+            return model, loader_
+
+        def step(self, model, batch, loss_fn):
+            seen["steps"] = seen.get("steps", 0) + 1
+            seen["per_example"] = loss_fn.per_example
+            self.optimizer.zero_grad()
+            loss, parts = loss_fn(model(batch["clips"]), batch, reduction="none")
+            loss.mean().backward()
+            self.optimizer.step()
+            return parts
+
+        def unwrap(self):
+            seen["unwrapped_after"] = seen["steps"]
 
     model = _model()
-    r = train_local(model, loader, TrainConfig(device="cpu"), prepare=prepare, step_fn=step)
-    assert seen == {"prepare": ("MPDRM", "AdamW"), "steps": 2, "per_example": True, "grad_clip": None}
+    r = train_local(model, loader, TrainConfig(device="cpu"), engine=Recording())
+    assert seen == {"prepare": ("MPDRM", "AdamW"), "steps": 2, "per_example": True, "unwrapped_after": 2}
     assert r.steps == 2
+
+
+def test_engine_unwraps_when_a_step_fails(brightness_dataset):
+    unwrapped = []
+
+    class Failing(PlainEngine):
+        def step(self, model, batch, loss_fn):
+            raise RuntimeError("boom")
+
+        def unwrap(self):
+            unwrapped.append(True)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train_local(_model(), DataLoader(brightness_dataset(n=8), batch_size=4), TrainConfig(device="cpu"),
+                    engine=Failing())
+    assert unwrapped == [True]
 
 
 @pytest.mark.parametrize("personality", ["clip", "subject_mean"])
