@@ -43,7 +43,7 @@ def run_setting(cohort: Path, out: Path, *, epsilon: float | None, seed: int, ar
         "resources.client_cpus=1", *args.extra,
     ]
     if args.max_clips is not None:
-        overrides.append(f"data.prepare.max_clips={args.max_clips}")
+        overrides.append(f"prepare.max_clips={args.max_clips}")
     if epsilon is None:
         overrides += [f"data.batch_size={args.batch_size}", f"train.lr={args.lr}"]
     else:

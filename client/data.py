@@ -8,18 +8,17 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from mpdrm.contract.runconfig import run_prepare_config, section
 from mpdrm.data import load_site
 from mpdrm.data.prepare import PrepareConfig
 from mpdrm.data.sampler import PKBatchSampler
-
-from .runconfig import build, section
 
 _CACHE: dict[str, Any] = {}
 
 
 def prepare_config(cfg: Mapping[str, Any]) -> PrepareConfig:
     """The clip-preparation settings of the run (run config keys ``prepare.*``)."""
-    return build(PrepareConfig, cfg, "prepare")
+    return run_prepare_config(cfg)
 
 
 def site_data(data_dir: Path, cfg: Mapping[str, Any]) -> Any:

@@ -7,7 +7,6 @@ site's own local weights from its private state, (4) trains or evaluates with
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -19,21 +18,17 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from mpdrm.training import TrainConfig, evaluate, train_local
 
+from mpdrm.contract import keys
+from mpdrm.contract.runconfig import build, merged
+from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
+from mpdrm.contract.sites import derive_seed
+
 from .data import eval_loader, site_data, train_loader
-from .model import build_site_model, load_weights, site_specific_names
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
-from .runconfig import build, merged
-from .sharing import check_inbound, kept_names, outbound_state, shared_names
 from .site import Site, resolve_site
 from .state import SiteStateStore, capture_rng, restore_rng, seed_all
 
 log = logging.getLogger("fedmpdrm.client")
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (stable across processes, unlike ``hash``)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass
@@ -65,8 +60,8 @@ def open_session(message: Message, context: Context, overrides: Mapping[str, Any
         Load the site state meant to start round ``for_round`` (train: the server round;
         evaluate: the server round + 1, i.e. the state after training that round).
     """
-    config = message.content.config_records.get("config")
-    cfg = merged(context.run_config, overrides, dict(config) if config is not None else None)
+    config = message.content.config_records.get(keys.CONFIG)
+    cfg = merged(context.run_config, overrides, extra=dict(config) if config is not None else None)
     site = resolve_site(context.node_config, cfg)
     data = site_data(site.data_dir, cfg)
     store = SiteStateStore(site.state_dir, context)
@@ -76,13 +71,12 @@ def open_session(message: Message, context: Context, overrides: Mapping[str, Any
     else:
         seed_all(derive_seed(int(cfg["seed"]), site.site_id))
     model = build_site_model(cfg, data.num_subjects)
-    mode = str(cfg["mode"])
-    shared = shared_names(model, mode, site_specific_names(cfg) if mode == "fedavg_full" else None)
-    arrays = message.content.array_records.get("arrays", ArrayRecord())
+    shared = run_shared_names(model, cfg)
+    arrays = message.content.array_records.get(keys.ARRAYS, ArrayRecord())
     check_inbound(arrays, shared)
     incoming = arrays.to_torch_state_dict() if len(arrays) else {}
     load_weights(model, incoming, state["local"] if state is not None else {})
-    return SiteSession(cfg, site, data, model, shared, store, state, int(cfg.get("server-round", 0)))
+    return SiteSession(cfg, site, data, model, shared, store, state, int(cfg.get(keys.SERVER_ROUND, 0)))
 
 
 def _prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:

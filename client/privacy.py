@@ -26,12 +26,9 @@ import torch
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from torch.utils.data import DataLoader
 
+from mpdrm.contract import keys
+from mpdrm.contract.schema import DP_MODES
 from mpdrm.privacy import BudgetDecision, DPConfig, PrivateEngine, SitePrivacy, round_steps
-
-#: ``dp.mode`` values.
-DP_MODES = ("none", "opacus", "central")
-#: Name of the ConfigRecord that carries a declining site's reason.
-DECLINED_RECORD = "declined"
 
 
 def dp_mode(cfg: Mapping[str, Any]) -> str:
@@ -157,29 +154,16 @@ class PrivateRound:
         return out
 
 
-def totals_from_metrics(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{"noise_multiplier", "sample_rate", "steps", "delta", "epsilon"}`` from a reply's metrics."""
-    if "epsilon" not in metrics or "dp-steps" not in metrics:
-        return None
-    return {
-        "noise_multiplier": metrics.get("dp-noise-multiplier"),
-        "sample_rate": metrics.get("dp-sample-rate"),
-        "steps": int(metrics["dp-steps"]),
-        "delta": metrics.get("dp-delta"),
-        "epsilon": metrics["epsilon"],
-    }
-
-
 def decline_reply(message: Message, site_id: int, dp_round: PrivateRound) -> Message:
     """The reply of a site whose next round would exceed its epsilon budget.
 
     No ArrayRecord; MetricRecord ``metrics`` with ``site-id``, ``budget-exhausted`` = 1,
     the site's ``epsilon`` so far and the decision's numbers; ConfigRecord
-    :data:`DECLINED_RECORD` with ``reason``.
+    :data:`mpdrm.contract.keys.DECLINED` with ``reason``.
     """
     numbers = {f"dp-{k.replace('_', '-')}": float(v) for k, v in dp_round.decision.to_metrics().items()
                if isinstance(v, (int, float)) and math.isfinite(float(v))}
-    metrics = {**numbers, **dp_round.metrics(), "site-id": int(site_id), "budget-exhausted": 1}
-    content = RecordDict({"metrics": MetricRecord(metrics),
-                          DECLINED_RECORD: ConfigRecord({"reason": dp_round.decision.reason})})
+    metrics = {**numbers, **dp_round.metrics(), keys.SITE_ID: int(site_id), keys.BUDGET_EXHAUSTED: 1}
+    content = RecordDict({keys.METRICS: MetricRecord(metrics),
+                          keys.DECLINED: ConfigRecord({keys.DECLINED_REASON: dp_round.decision.reason})})
     return Message(content, reply_to=message)

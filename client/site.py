@@ -1,13 +1,14 @@
 """Which site a ClientApp instance serves, where its data and private state live."""
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PARTITION_ID_KEY = "partition-id"
+from mpdrm.contract.sites import PARTITION_ID_KEY, cohort_sites, stable_site_id
+
+__all__ = ["PARTITION_ID_KEY", "Site", "cohort_sites", "resolve_site", "stable_site_id"]
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,6 @@ class Site:
     site_id: int
     data_dir: Path
     state_dir: Path
-
-
-def stable_site_id(name: str) -> int:
-    """Stable id of a site from its folder name (CRC32, fits a signed 64-bit int)."""
-    return zlib.crc32(name.encode("utf-8"))
-
-
-def cohort_sites(cohort: Path) -> list[Path]:
-    """Site folders of a cohort, sorted by name (partition id ``i`` -> ``i``-th folder)."""
-    if not cohort.is_dir():
-        raise FileNotFoundError(f"{cohort}: cohort folder does not exist")
-    sites = sorted(p for p in cohort.iterdir() if p.is_dir() and (p / "manifest.csv").is_file())
-    if not sites:
-        raise FileNotFoundError(f"{cohort}: no site folder with a manifest.csv")
-    return sites
 
 
 def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> Site:
@@ -75,14 +61,26 @@ def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) 
         site_id = int(raw_id) if str(raw_id) != "" else stable_site_id(data_dir.name)
         return Site(data_dir.name, site_id, data_dir, state_dir.expanduser().resolve())
     if PARTITION_ID_KEY in node_config:
-        cohort = str(run_config.get("cohort", ""))
-        if not cohort:
-            raise ValueError("simulation node without run config 'cohort' (the cohort folder)")
+        # No run config 'cohort': the default synthetic cohort with one site per partition
+        # (node config 'num-partitions'), generated and prepared once under the cache
+        # (mpdrm.data.cohorts.run_cohort); the sites' state then goes to <run-dir>/site-state.
+        from mpdrm.data.cohorts import run_cohort
+
+        from .data import prepare_config  # the clip settings the site reads with
+
+        num_sites = int(node_config.get("num-partitions", 0) or 0)
+        if not str(run_config.get("cohort", "")) and num_sites < 1:
+            raise ValueError("simulation node without run config 'cohort' nor node config 'num-partitions'")
+        cohort = str(run_cohort(run_config, num_sites, prepare_config(run_config)))
         sites = cohort_sites(Path(cohort))
         pid = int(node_config[PARTITION_ID_KEY])
         if not 0 <= pid < len(sites):
             raise ValueError(f"partition-id {pid} but {cohort} has {len(sites)} sites")
         data_dir = sites[pid].resolve()
-        root = str(run_config.get("state-root", "")) or str(Path(cohort) / ".mpdrm-state")
+        # A given cohort keeps the sites' state beside it; the shared default cohort does not.
+        default_root = Path(cohort) / ".mpdrm-state"
+        if not run_config.get("cohort"):
+            default_root = Path(str(run_config.get("run-dir", "runs/server"))) / "site-state"
+        root = str(run_config.get("state-root", "")) or str(default_root)
         return Site(data_dir.name, pid, data_dir, (Path(root) / data_dir.name).resolve())
     raise ValueError("node config has neither 'data-path' (deployment) nor 'partition-id' (simulation)")

@@ -2,16 +2,44 @@
 
 Public API (docs/interfaces.md): `MPDRMConfig`, `build_model`, `MPDRM`, `MPDRMOutput`,
 `partition`, `shared_state`, `local_state` (+ `load_shared_state`, `load_local_state`).
-Losses live in `mpdrm.losses`, metrics in `mpdrm.metrics`, the loop in `mpdrm.training`.
-This package imports no Flower (and, at import time, not `mpdrm.data`).
-"""
-from .config import SIZES, MPDRMConfig, make_config
-from .model import MPDRM, MPDRMOutput, build_model
-from .partition import (LOCAL_PREFIX, load_local_state, load_shared_state, local_state, partition,
-                        shared_state, unwrap)
+Losses live in `mpdrm.losses`, metrics in `mpdrm.metrics`, the loop in `mpdrm.training`,
+the run contract both Flower apps share in `mpdrm.contract`.
 
-__all__ = [
-    "MPDRMConfig", "SIZES", "make_config", "MPDRM", "MPDRMOutput", "build_model",
-    "LOCAL_PREFIX", "partition", "shared_state", "local_state", "load_shared_state",
-    "load_local_state", "unwrap",
-]
+This package imports no Flower. Exports are lazy, so importing a light submodule (for
+example ``mpdrm.contract.keys`` from the strategies) does not pull in torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MPDRMConfig": "mpdrm.config",
+    "SIZES": "mpdrm.config",
+    "make_config": "mpdrm.config",
+    "MPDRM": "mpdrm.model",
+    "MPDRMOutput": "mpdrm.model",
+    "build_model": "mpdrm.model",
+    "LOCAL_PREFIX": "mpdrm.partitioning",
+    "partition": "mpdrm.partitioning",
+    "shared_state": "mpdrm.partitioning",
+    "local_state": "mpdrm.partitioning",
+    "load_shared_state": "mpdrm.partitioning",
+    "load_local_state": "mpdrm.partitioning",
+    "unwrap": "mpdrm.partitioning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mpdrm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

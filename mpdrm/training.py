@@ -36,7 +36,7 @@ from .allocator import keep_freed_memory
 from .device import resolve_device, seed_everything
 from .losses import MPDRMLoss
 from .metrics import clip_and_video_metrics
-from .partition import unwrap
+from .partitioning import unwrap
 from .training_engine import PlainEngine, TrainingEngine, default_step, make_optimizer
 
 SCHEDULES = ("cosine", "step", "none")

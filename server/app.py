@@ -27,10 +27,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log as flwr_log
 
-from client.model import build_site_model, site_specific_names
-from client.runconfig import merged
-from client.sharing import kept_names, outbound_state, shared_names
-from client.site import cohort_sites
+from mpdrm.contract import keys
+from mpdrm.contract.runconfig import merged
+from mpdrm.contract.sharing import build_site_model, kept_names, outbound_state, run_shared_names
+from mpdrm.contract.sites import site_names as cohort_site_names
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .dp_report import budget_stop, record_round_dp
@@ -46,10 +46,7 @@ log = logging.getLogger("fedmpdrm.server")
 
 def site_names(cfg: Mapping[str, Any]) -> dict[str, str]:
     """Site id -> name; known in simulation (partition id -> sorted cohort folder)."""
-    cohort = str(cfg.get("cohort", ""))
-    if not cohort or not Path(cohort).is_dir():
-        return {}
-    return {str(i): p.name for i, p in enumerate(cohort_sites(Path(cohort)))}
+    return cohort_site_names(str(cfg.get("cohort", "")))
 
 
 def instruction_config(cfg: Mapping[str, Any]) -> ConfigRecord:
@@ -130,7 +127,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     model = build_site_model(cfg, num_subjects=1)
-    shared = shared_names(model, mode, site_specific_names(cfg) if mode == "fedavg_full" else None)
+    shared = run_shared_names(model, cfg)
     arrays = ArrayRecord(outbound_state(model, shared)) if shared else ArrayRecord()
     strategy = make_strategy(cfg, shared)
     sites = site_names(cfg)

@@ -20,6 +20,7 @@ clipping with FedAvg/FedProx aggregation) by Flower's wrapper with
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,13 +33,13 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from mpdrm.contract.runconfig import typed_section
+from mpdrm.contract.schema import CentralDPConfig, DPSection
+
 from .dp_accountant import no_amplification_accountant
 
 #: Run-config keys read by central DP (after ``dp.``).
-CENTRAL_KEYS = (
-    "mode", "noise_multiplier", "clipping_norm", "adaptive", "target_clipped_quantile", "clip_norm_lr",
-    "clipped_count_stddev", "num_sampled_clients", "delta",
-)
+CENTRAL_KEYS = ("mode", *(f.name for f in dataclasses.fields(CentralDPConfig)))
 
 
 class UniformWeights(Strategy):
@@ -89,38 +90,29 @@ class UniformWeights(Strategy):
         return self.strategy.aggregate_evaluate(server_round, replies)
 
 
-def _opt(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    value = cfg.get(f"dp.{key}", default)
-    return default if value == "" or value is None else value
-
-
 def central_settings(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """The central-DP settings of a run config, or ``None`` when ``dp.mode`` is not ``central``.
+
+    Unset keys (``""``) take :class:`~mpdrm.contract.schema.CentralDPConfig`'s defaults;
+    ``num_sampled_clients`` defaults to the run's ``min-sites``.
 
     Raises
     ------
     ValueError
-        Without ``dp.noise_multiplier``, or for an unknown ``dp.*`` key.
+        Without ``dp.noise_multiplier``, or for a ``dp.*`` key central DP does not read.
     """
     if str(cfg.get("dp.mode", "none") or "none").lower() != "central":
         return None
     unknown = sorted(k for k in cfg if k.startswith("dp.") and k[3:] not in CENTRAL_KEYS and cfg[k] != "")
     if unknown:
         raise ValueError(f"dp.mode=central: unknown or client-side-only keys {unknown}; known: {list(CENTRAL_KEYS)}")
-    noise = _opt(cfg, "noise_multiplier")
-    if noise is None:
+    values = {k: v for k, v in typed_section(cfg, "dp", DPSection).items() if k in CENTRAL_KEYS[1:] and v is not None}
+    settings = dataclasses.asdict(CentralDPConfig(**values))
+    if settings["noise_multiplier"] is None:
         raise ValueError("dp.mode=central needs dp.noise_multiplier (the server's Gaussian noise / clipping norm)")
-    stddev = _opt(cfg, "clipped_count_stddev")
-    return {
-        "noise_multiplier": float(noise),
-        "clipping_norm": float(_opt(cfg, "clipping_norm", 1.0)),
-        "adaptive": str(_opt(cfg, "adaptive", False)).lower() in ("1", "true", "yes"),
-        "target_clipped_quantile": float(_opt(cfg, "target_clipped_quantile", 0.5)),
-        "clip_norm_lr": float(_opt(cfg, "clip_norm_lr", 0.2)),
-        "clipped_count_stddev": None if stddev is None else float(stddev),
-        "num_sampled_clients": int(_opt(cfg, "num_sampled_clients", cfg.get("min-sites", 2))),
-        "delta": float(_opt(cfg, "delta", 1e-5)),
-    }
+    if settings["num_sampled_clients"] is None:
+        settings["num_sampled_clients"] = int(cfg.get("min-sites", 2) or 2)
+    return settings
 
 
 def central_dp_wrapper(cfg: Mapping[str, Any]) -> Callable[[Strategy], Strategy] | None:

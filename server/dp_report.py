@@ -17,13 +17,9 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from client.privacy import totals_from_metrics
+from mpdrm.contract.keys import dp_totals
 
 from .central_dp import central_dp_round
-
-#: Start of the rejection reason of a site that declined because of its budget.
-BUDGET_DECLINED = "declined by the site: budget exhausted"
-
 
 def record_round_dp(summary: dict[str, Any], entry: dict[str, Any], strategy: Strategy) -> None:
     """Add this round's privacy figures to ``entry`` and the run totals to ``summary``.
@@ -38,7 +34,7 @@ def record_round_dp(summary: dict[str, Any], entry: dict[str, Any], strategy: St
         The run's strategy (searched for a central-DP wrapper).
     """
     for site, metrics in (entry.get("train", {}).get("per_site") or {}).items():
-        totals = totals_from_metrics(metrics)
+        totals = dp_totals(metrics)
         if totals is not None:
             summary.setdefault("dp", {})[str(site)] = totals
     if summary.get("dp"):
@@ -71,7 +67,7 @@ def budget_stop(summary: Mapping[str, Any], min_sites: int) -> str | None:
                 continue
             site = _site(rejection["site_id"], names)
             known.add(site)
-            if rejection.get("stage") == "train" and str(rejection.get("reason", "")).startswith(BUDGET_DECLINED):
+            if rejection.get("stage") == "train" and rejection.get("budget_exhausted"):
                 exhausted.add(site)
     left = known - exhausted
     if exhausted and len(left) < int(min_sites):

@@ -10,14 +10,11 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 import strategies
 from strategies.personalized import PersonalizedStrategy
 
-from client.runconfig import section
+from mpdrm.contract.names import LOCAL_PREFIX
+from mpdrm.contract.runconfig import section
 
 from .central_dp import central_dp_wrapper
 from .local_only import LocalOnlyStrategy
-
-#: ``local_prefix`` for the fedavg_full baseline: no name is treated as site-local.
-_NO_LOCAL_PREFIX = "\x00fedavg_full: whole model shared\x00"
-
 
 def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strategy:
     """The strategy of the run config's ``mode`` and ``strategy.*`` settings.
@@ -43,12 +40,12 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
                                          wrap_aggregator=wrap, **options)
     if mode == "fedavg_full":
         inner = strategies.build_strategy(
-            name, [n for n in shared_names if not n.startswith("personality.")] or ["_"],
+            name, [n for n in shared_names if not n.startswith(LOCAL_PREFIX)] or ["_"],
             min_train_nodes=min_sites, min_evaluate_nodes=min_sites, wrap_aggregator=wrap, **options,
         )
         return PersonalizedStrategy(
             inner.aggregator, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,
-            local_prefix=_NO_LOCAL_PREFIX,
+            local_prefix=None,  # the whole model is shared: no name is site-local
         )
     raise ValueError(f"unknown mode {mode!r}: mpdrm, fedavg_full or local_only (centralized runs without Flower)")
 

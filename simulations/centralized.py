@@ -15,19 +15,16 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from client.data import eval_loader, site_data, train_loader
+from mpdrm.contract.runconfig import build, merged
+from mpdrm.contract.sharing import build_site_model, shared_names
+from mpdrm.contract.sites import cohort_sites, derive_seed
+from mpdrm.persistence import seed_all
 from mpdrm.training import TrainConfig, evaluate, train_local
 from server.plots import write_plots
 from server.progress import progress_line
 from server.summary import add_round, new_summary, write_summary
 from strategies.metrics import weighted_average
-
-from client.data import eval_loader, site_data, train_loader
-from client.handlers import derive_seed
-from client.model import build_site_model
-from client.runconfig import build, merged
-from client.sharing import shared_names
-from client.site import cohort_sites
-from client.state import seed_all
 
 
 class SubjectOffset(Dataset):

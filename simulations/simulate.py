@@ -22,49 +22,37 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from client.runconfig import flatten
+from mpdrm.contract.runconfig import run_prepare_config, to_flat
+from mpdrm.contract.schema import RunSchema
+from mpdrm.contract.sites import cohort_sites
 from server.summary import SUMMARY_FILE, write_summary
 
 from .cohort import ensure_synthetic_cohort, oracle_reference, prepare_cohort, score_max_of
 from .engine import QUIET_ENV
+from .overrides import check_overrides
 from .processes import new_token, run_isolated
 from .report import final_table
 
+#: Name of the typed schema in Hydra's ConfigStore (first entry of conf/config.yaml's defaults).
+SCHEMA_NAME = "mpdrm_run"
+ConfigStore.instance().store(name=SCHEMA_NAME, node=RunSchema)
+
 
 def build_run_config(cfg: DictConfig, cohort: Path, run_dir: Path, num_sites: int) -> dict[str, Any]:
-    """The flat Flower run config both apps read (same keys as ``[tool.flwr.app.config]``)."""
-    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    data, strategy = c["data"], c["strategy"]
-    run = {
-        "num-server-rounds": int(c["rounds"]),
-        "seed": int(c["seed"]),
-        "mode": str(strategy["mode"]),
-        "cohort": str(cohort),
-        "state-root": str(run_dir / "site-state"),
-        "run-dir": str(run_dir),
-        "resume": bool(c["resume"]),
-        "fraction-train": float(strategy["fraction_train"]),
-        "fraction-evaluate": float(strategy["fraction_evaluate"]),
-        "min-sites": num_sites,
-        "strategy.aggregation": str(strategy["aggregation"]),
-        "data.test_fraction": float(data["test_fraction"]),
-        "data.task": str(data["task"]),
-        "data.score_max": float(data["score_max"] or score_max_of(cohort)),
-        "data.batch_size": int(data["batch_size"]),
-        "data.eval_batch_size": int(data["eval_batch_size"]),
-        "data.pk_p": int(data["pk_p"]),
-        "data.pk_k": int(data["pk_k"]),
-        "data.workers": int(data["workers"]),
-    }
-    run.update(flatten(strategy.get("options") or {}, "strategy.options."))
-    run.update(flatten(c["model"], "model."))
-    run.update(flatten(data["prepare"], "prepare."))
-    run.update(flatten(c["train"], "train."))
-    run.update(flatten(c["eval"], "eval."))
-    run.update(flatten(c["dp"], "dp."))
-    return run
+    """The flat Flower run config both apps read, from the composed schema.
+
+    Fills what only the harness knows: the cohort, the run and state folders, ``min-sites``
+    (every site unless set) and the cohort's score scale (unless set).
+    """
+    run: RunSchema = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    run.cohort, run.run_dir, run.state_root = str(cohort), str(run_dir), str(run_dir / "site-state")
+    run.min_sites = num_sites if run.min_sites is None else run.min_sites
+    if run.data.score_max is None:
+        run.data.score_max = score_max_of(cohort)
+    return to_flat(run)
 
 
 def resolve_cohort(cfg: DictConfig) -> Path:
@@ -80,11 +68,6 @@ def resolve_cohort(cfg: DictConfig) -> Path:
 
 def simulate(cfg: DictConfig) -> dict[str, Any]:
     """Prepare the cohort, run the simulation in an isolated child process, report."""
-    from mpdrm.data.prepare import PrepareConfig
-
-    from client.runconfig import build
-    from client.site import cohort_sites
-
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     started = time.perf_counter()
@@ -93,7 +76,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     cohort = resolve_cohort(cfg)
     num_sites = len(cohort_sites(cohort))
     run_config = build_run_config(cfg, cohort, run_dir, num_sites)
-    prepare_cohort(cohort, build(PrepareConfig, run_config, "prepare"), int(cfg.data.prepare_workers))
+    prepare_cohort(cohort, run_prepare_config(run_config), int(cfg.data.prepare_workers))
 
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
@@ -126,6 +109,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point (``mpdrm-simulate``)."""
+    problem = check_overrides(sys.argv[1:])
+    if problem:
+        raise SystemExit(f"mpdrm-simulate: {problem}")
     try:
         _hydra_main()
     except KeyboardInterrupt:

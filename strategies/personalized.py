@@ -27,6 +27,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from mpdrm.contract.keys import budget_exhausted
+
 from .metrics import per_site_metrics, weighted_average
 from .ordering import (
     duplicate_site_ids,
@@ -70,8 +72,10 @@ class PersonalizedStrategy(Strategy):
         Metric holding each site's number of examples (the averaging weight).
     site_id_key : str (default: "site-id")
         Metric holding each site's stable integer id.
-    local_prefix : str (default: "personality.")
-        Prefix of site-local names; none of ``shared_names`` may start with it.
+    local_prefix : str or None (default: "personality.")
+        Prefix of site-local names; none of ``shared_names`` may start with it, and a
+        reply carrying such a name is rejected as a leak. ``None`` declares that no name
+        is site-local: the ``fedavg_full`` baseline, which shares the whole model.
     """
 
     # pylint: disable=too-many-arguments
@@ -84,14 +88,14 @@ class PersonalizedStrategy(Strategy):
         min_evaluate_nodes: int = 2,
         weighted_by_key: str = "num-examples",
         site_id_key: str = "site-id",
-        local_prefix: str = LOCAL_PREFIX,
+        local_prefix: str | None = LOCAL_PREFIX,
     ) -> None:
         names = list(shared_names)
         if not names:
             raise ValueError("shared_names is empty: nothing to aggregate")
         if len(set(names)) != len(names):
             raise ValueError("shared_names contains duplicates")
-        local = [name for name in names if name.startswith(local_prefix)]
+        local = [name for name in names if local_prefix is not None and name.startswith(local_prefix)]
         if local:
             raise ValueError(
                 f"shared_names includes site-local names ({local[0]}, ...): "
@@ -304,13 +308,16 @@ class PersonalizedStrategy(Strategy):
     ) -> None:
         """Record and log one rejected reply (``sent``: instruction id -> node id)."""
         site_id: int | None = None
+        exhausted = False
         if reply.has_content() and len(reply.content.metric_records) == 1:
-            value = metric_record(reply.content).get(self.site_id_key)
+            metrics = metric_record(reply.content)
+            value = metrics.get(self.site_id_key)
             if isinstance(value, int) and not isinstance(value, bool):
                 site_id = value
+            exhausted = budget_exhausted(metrics)
         node_id = reply_node_id(reply, sent)
         entry.rejections.append(
-            Rejection(entry.round, stage, site_id, node_id, reason)
+            Rejection(entry.round, stage, site_id, node_id, reason, budget_exhausted=exhausted)
         )
         log(
             WARNING,

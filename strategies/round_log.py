@@ -24,6 +24,9 @@ class Rejection:
         instruction it replies to).
     reason : str
         Why it was rejected.
+    budget_exhausted : bool
+        The site declined because its privacy budget is spent (it will decline every
+        later round too); the reply's ``budget-exhausted`` metric.
     """
 
     round: int
@@ -31,6 +34,7 @@ class Rejection:
     site_id: int | None
     node_id: int
     reason: str
+    budget_exhausted: bool = False
 
 
 @dataclass

@@ -13,8 +13,8 @@ from collections.abc import Collection, Iterable, Mapping
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-LOCAL_PREFIX = "personality."
-"""Name prefix of the parameters that must never leave a site."""
+from mpdrm.contract.keys import DECLINED, DECLINED_REASON
+from mpdrm.contract.names import LOCAL_PREFIX
 
 ArraySpec = tuple[tuple[int, ...], str]
 """(shape, dtype) of one global array."""
@@ -40,7 +40,7 @@ def check_error(message: Message) -> str | None:
     return None
 
 
-DECLINED_RECORD = "declined"
+DECLINED_RECORD = DECLINED
 """ConfigRecord of a reply by which a site declines the round (with a ``reason``),
 e.g. because training it would exceed the site's privacy budget."""
 
@@ -50,13 +50,16 @@ def check_declined(content: RecordDict) -> str | None:
     record = content.config_records.get(DECLINED_RECORD)
     if record is None:
         return None
-    return f"declined by the site: {record.get('reason', 'no reason given')}"
+    return f"declined by the site: {record.get(DECLINED_REASON, 'no reason given')}"
 
 
 def check_local_leak(
-    content: RecordDict, local_prefix: str = LOCAL_PREFIX
+    content: RecordDict, local_prefix: str | None = LOCAL_PREFIX
 ) -> str | None:
-    """Reject a reply whose arrays (in any ArrayRecord) include site-local names."""
+    """Reject a reply whose arrays (in any ArrayRecord) include site-local names
+    (``local_prefix=None``: no name is site-local)."""
+    if local_prefix is None:
+        return None
     leaked = [
         name
         for record in content.array_records.values()
@@ -169,7 +172,7 @@ def _check_envelope(
     expect_arrays: bool,
     weighted_by_key: str,
     site_id_key: str,
-    local_prefix: str,
+    local_prefix: str | None,
 ) -> str | None:
     """Checks every reply passes, in order: error, local leak (wins over the rest), the
     site's refusal, record structure, site id, example count."""
@@ -195,7 +198,7 @@ def validate_train_reply(
     *,
     weighted_by_key: str = "num-examples",
     site_id_key: str = "site-id",
-    local_prefix: str = LOCAL_PREFIX,
+    local_prefix: str | None = LOCAL_PREFIX,
 ) -> str | None:
     """Return why a training reply must be rejected, or ``None`` if it is valid.
 
@@ -211,8 +214,9 @@ def validate_train_reply(
         Metric holding the number of training examples.
     site_id_key : str (default: "site-id")
         Metric holding the site's stable integer id.
-    local_prefix : str (default: "personality.")
-        Prefix of site-local names, reported with a specific reason.
+    local_prefix : str or None (default: "personality.")
+        Prefix of site-local names, reported with a specific reason; ``None``: no
+        name is site-local (the ``fedavg_full`` baseline shares the whole model).
 
     Returns
     -------
@@ -236,7 +240,7 @@ def validate_evaluate_reply(
     *,
     weighted_by_key: str = "num-examples",
     site_id_key: str = "site-id",
-    local_prefix: str = LOCAL_PREFIX,
+    local_prefix: str | None = LOCAL_PREFIX,
 ) -> str | None:
     """Return why an evaluation reply must be rejected, or ``None`` if it is valid.
 

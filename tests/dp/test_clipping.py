@@ -127,7 +127,7 @@ def test_hooks_mode_is_refused_for_convolutions_opacus_pads_wrongly(model, loade
 
 @pytest.mark.parametrize("mode", ["grouped", "hooks"])
 def test_plain_names_and_unwrapped_model_after_training(mode, model, loader, train_round):
-    from mpdrm.partition import partition
+    from mpdrm import partition
 
     keys = list(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

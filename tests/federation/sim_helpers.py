@@ -7,8 +7,8 @@ from typing import Any
 from flwr.app import Context, RecordDict
 
 from client.app import create_client_app
-from client.runconfig import build
-from mpdrm.data.prepare import PrepareConfig, prepare_site
+from mpdrm.contract.runconfig import merged, run_prepare_config
+from mpdrm.data.prepare import prepare_site
 from mpdrm.data.synth import generate_cohort
 from server.app import run_server
 from tests.federation.message_helpers import LocalGrid, ensure_task_identity
@@ -16,7 +16,7 @@ from tests.federation.message_helpers import LocalGrid, ensure_task_identity
 #: Hydra overrides of ``mpdrm-simulate`` for a fast run (also the source of TINY_RUN).
 TINY_OVERRIDES = [
     "model.image_size=32",
-    "data.prepare.max_clips=2",
+    "prepare.max_clips=2",
     "data.batch_size=4",
     "data.pk_p=2",
     "data.pk_k=2",
@@ -27,7 +27,6 @@ TINY_OVERRIDES = [
 #: The same settings as flat run-config keys, for in-process runs.
 TINY_RUN: dict[str, Any] = {
     "model.image_size": 32,
-    "prepare.size": 32,
     "prepare.max_clips": 2,
     "data.batch_size": 4,
     "data.pk_p": 2,
@@ -45,7 +44,7 @@ TINY_RUN: dict[str, Any] = {
 def make_tiny_cohort(root: Path, sites: int = 2) -> Path:
     """A small synthetic cohort (3 subjects x 2 visits x 3 s per site), prepared."""
     cohort = generate_cohort(root / "cohort", sites=sites, subjects=3, visits=2, seconds=3.0, seed=0, workers=1)
-    prep = build(PrepareConfig, TINY_RUN, "prepare")
+    prep = run_prepare_config(merged(TINY_RUN))  # clips at the model's shape (32 px)
     for site in sorted(p for p in Path(cohort).iterdir() if (p / "manifest.csv").is_file()):
         prepare_site(site, prep, workers=1, progress=False)
     return Path(cohort)

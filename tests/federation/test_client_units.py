@@ -8,8 +8,9 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
-from client.runconfig import build, flatten, merged
-from client.site import resolve_site, stable_site_id
+from mpdrm.contract.runconfig import build, flatten, merged
+from client.site import resolve_site
+from mpdrm.contract.sites import stable_site_id
 from client.state import PREV_FILE, STATE_FILE, SiteStateStore, capture_rng
 
 

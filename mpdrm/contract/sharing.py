@@ -1,4 +1,4 @@
-"""What leaves a site in each comparison mode.
+"""A site's model from the run config, and what of it leaves the site in each mode.
 
 ``mpdrm`` (the product): exactly the shared names of :func:`mpdrm.partition`, the single
 source of truth; the personality branch never leaves the site.
@@ -17,8 +17,45 @@ from typing import Any
 import torch
 
 import mpdrm
+from mpdrm.config import MPDRMConfig
 
-MODES = ("mpdrm", "fedavg_full", "local_only")
+from .names import MODES
+from .runconfig import run_model_config
+
+
+def build_site_model(cfg: Mapping[str, Any], num_subjects: int) -> torch.nn.Module:
+    """The MPDRM model of the run, with ``num_subjects`` personality prototypes."""
+    return mpdrm.build_model(run_model_config(cfg, num_subjects))
+
+
+def run_shared_names(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[str]:
+    """The names that leave a site of this run (mode ``mode``; see :func:`shared_names`)."""
+    mode = str(cfg["mode"])
+    skip = site_specific_names(run_model_config(cfg)) if mode == "fedavg_full" else None
+    return shared_names(model, mode, skip)
+
+
+_SITE_SPECIFIC: dict[str, set[str]] = {}
+
+
+def site_specific_names(config: MPDRMConfig) -> set[str]:
+    """Names whose shape depends on the site's subjects (cached per model config)."""
+    key = repr(sorted((k, v) for k, v in config.to_dict().items() if k != "num_subjects"))
+    if key not in _SITE_SPECIFIC:
+        _SITE_SPECIFIC[key] = subject_dependent_names(config)
+    return set(_SITE_SPECIFIC[key])
+
+
+def load_weights(model: torch.nn.Module, *parts: Mapping[str, torch.Tensor]) -> None:
+    """Copy the given name -> tensor parts into ``model`` (each name must exist, shapes must match)."""
+    state = model.state_dict()
+    for part in parts:
+        for name, value in part.items():
+            if name not in state:
+                raise KeyError(f"weight {name!r} is not a parameter or buffer of the model")
+            if tuple(state[name].shape) != tuple(value.shape):
+                raise ValueError(f"weight {name!r}: shape {tuple(value.shape)} != model's {tuple(state[name].shape)}")
+            state[name].copy_(value)
 
 
 def subject_dependent_names(size_or_config: Any, **overrides: Any) -> set[str]:

@@ -12,7 +12,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-LOCAL_PREFIX = "personality."
+from .contract.names import LOCAL_PREFIX
+
+__all__ = ["LOCAL_PREFIX", "is_local", "local_state", "partition", "shared_state", "unwrap"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
