@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from .cache import (CacheError, NotPreparedError, cache_root, changed_files, open_clips,
                     params_key, prepared_params, read_index)
-from .manifest import site_info
+from .manifest import resolve_score_max, site_info
 from .prepare import PrepareConfig, PrepareResult
 from .splits import kfold_subjects, split_from_column, subject_split
 
@@ -164,6 +164,8 @@ def prepare_command(site_dir: str | os.PathLike, cfg: PrepareConfig | None = Non
 def _how_to_prepare(site_dir: Path, cfg: PrepareConfig, score_max: float | None) -> str:
     """``Run `mpdrm-data prepare ...``` and the fields that command cannot set, if any."""
     default = PrepareConfig()
+    if score_max is not None and float(score_max) == resolve_score_max(site_dir):
+        score_max = None                     # the site's own scale: no option needed
     rest = [f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
             if f.name not in _CLI_OPTIONS and f.name not in ("grayscale", "memory_budget_mb")
             and getattr(cfg, f.name) != getattr(default, f.name)]

@@ -35,7 +35,7 @@ def test_unprepared_site_names_folder_and_command(tmp_path: Path, tiny_cohort: P
     dst = tmp_path / "fresh"
     shutil.copytree(tiny_cohort / "site-02", dst, ignore=shutil.ignore_patterns(".mpdrm-cache"))
     with pytest.raises(NotPreparedError) as err:
-        load_site(dst)
+        load_site(dst, score_max=27.0)               # the site's own scale: no --score-max
     msg = str(err.value)
     assert str(dst) in msg and f"`mpdrm-data prepare {dst}`" in msg
     assert "no preparation found" in msg
