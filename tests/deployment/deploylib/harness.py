@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,48 @@ BIN = Path(sys.executable).parent
 
 CONNECTION = "mpdrm-test"
 """Name of the SuperLink connection written to the private FLWR_HOME."""
+
+REPO = Path(__file__).resolve().parents[3]
+"""The repository: the Flower app the deployment tests run."""
+
+
+def app_run_config(overrides: Mapping[str, object] | None = None, app_dir: Path = REPO) -> dict:
+    """The run config a deployed ClientApp sees: the app's ``[tool.flwr.app.config]``,
+    flattened as Flower does, under ``overrides`` (``flwr run --run-config``)."""
+    tree = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+    def flat(d: Mapping[str, object], prefix: str = "") -> dict:
+        out: dict = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+        return out
+    return {**flat(tree), **dict(overrides or {})}
+
+
+def prepare_site_data(site_dir: Path, run_config: Mapping[str, object] | None = None, *,
+                      timeout: float = 600) -> str:
+    """Prepare a site folder as a hospital does before starting its SuperNode:
+    ``mpdrm-data prepare SITE_DIR`` with the options that give the run's ``prepare.*``
+    preprocessing (the ClientApp only loads prepared data). Returns the command's output.
+
+    Parameters
+    ----------
+    site_dir : Path
+        The site folder (``data-path`` of its SuperNode).
+    run_config : Mapping, optional
+        Run-config overrides the run will be started with (over the app's defaults).
+    """
+    from client.data import prepare_config  # the app's own reading of prepare.*
+    from mpdrm.data.dataset import prepare_command
+
+    cfg = prepare_config(app_run_config(run_config))
+    argv = shlex.split(prepare_command(site_dir, cfg))
+    res = subprocess.run([str(BIN / argv[0]), *argv[1:], "--quiet"], capture_output=True,
+                         text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {res.returncode}\n{res.stdout}\n{res.stderr}")
+    return res.stdout
 
 
 def base_env(flwr_home: Path) -> dict[str, str]:

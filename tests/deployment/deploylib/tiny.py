@@ -17,10 +17,16 @@ TINY_RUN: dict[str, Any] = {
 }
 
 
-def tiny_cohort(root: Path, sites: int) -> Path:
-    """A synthetic cohort of ``sites`` sites, 3 subjects x 2 visits x 3 s each (unprepared:
-    each site prepares its clips itself, as a hospital would)."""
+def tiny_cohort(root: Path, sites: int, run_config: dict[str, Any] | None = None) -> Path:
+    """A synthetic cohort of ``sites`` sites, 3 subjects x 2 visits x 3 s each; every site
+    prepared with ``mpdrm-data prepare`` for ``run_config`` (default :data:`TINY_RUN`), as a
+    hospital does before starting its SuperNode (a ClientApp never prepares)."""
     from mpdrm.data.synth import generate_cohort
 
-    return Path(generate_cohort(root / "cohort", sites=sites, subjects=3, visits=2, seconds=3.0,
-                                seed=0, workers=1))
+    from .harness import prepare_site_data
+
+    cohort = Path(generate_cohort(root / "cohort", sites=sites, subjects=3, visits=2,
+                                  seconds=3.0, seed=0, workers=1))
+    for site in sorted(p for p in cohort.iterdir() if (p / "manifest.csv").is_file()):
+        prepare_site_data(site, TINY_RUN if run_config is None else run_config)
+    return cohort
