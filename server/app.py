@@ -104,6 +104,69 @@ def record_failure(run_dir: Path, summary: dict[str, Any], strategy: Strategy, s
     write_summary(run_dir, summary)
 
 
+def initial_model(cfg: Mapping[str, Any]) -> tuple[list[str], list[str], ArrayRecord]:
+    """``(shared, kept, arrays)``: the seeded initial model's shared and site-kept names and
+    the shared arrays the first instruction carries (empty for ``local_only``)."""
+    seed = int(cfg["seed"])
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    model = build_site_model(cfg, num_subjects=1)
+    shared = run_shared_names(model, cfg)
+    arrays = ArrayRecord(outbound_state(model, shared)) if shared else ArrayRecord()
+    return shared, kept_names(model, shared), arrays
+
+
+def start_or_resume(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, arrays: ArrayRecord,
+                    names: tuple[list[str], list[str]], sites: Mapping[str, str]) -> tuple[dict[str, Any], int, ArrayRecord, bool]:
+    """``(summary, first round, arrays, resumed)``: a new run, or with ``resume=true`` the
+    checkpoint's round, arrays, strategy state and RNG."""
+    ckpt = load_checkpoint(run_dir) if bool(cfg["resume"]) else None
+    if ckpt is None:
+        return new_summary(cfg, names[0], names[1], str(cfg["mode"]), sites), 1, arrays, False
+    restore_state(strategy, ckpt.strategy_state)
+    restore_rng(ckpt.rng)
+    summary = ckpt.summary
+    summary["resumed_from"] = ckpt.round
+    print(f"[fedmpdrm] resuming {run_dir} after round {ckpt.round}", flush=True)
+    return summary, ckpt.round + 1, ArrayRecord({k: Array(v) for k, v in ckpt.arrays.items()}), True
+
+
+def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, summary: dict[str, Any],
+                   sites: Mapping[str, str], clock: Any) -> Any:
+    """The ``on_round`` hook of :func:`server.loop.run_rounds`: record the round in the
+    summary, save checkpoint and summary atomically, print progress; ``True`` stops the
+    run (too few sites left with privacy budget)."""
+    rounds = int(cfg["num-server-rounds"])
+
+    def on_round(server_round: int, current: ArrayRecord) -> bool:
+        entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
+        record_round_dp(summary, entry, strategy)
+        add_round(summary, entry)
+        summary["wall_seconds"] = clock()
+        stop = budget_stop(summary, int(cfg["min-sites"]))
+        if stop is not None:
+            summary["stopped"] = {"round": server_round, "reason": stop}
+            print(f"[fedmpdrm] stopping after round {server_round}: {stop}", flush=True)
+        checkpoint = Checkpoint(round=server_round, arrays={k: v.numpy() for k, v in current.items()},
+                                strategy_state=capture_state(strategy), rng=capture_rng(), summary=summary)
+        save_checkpoint(run_dir, checkpoint)
+        write_summary(run_dir, summary)
+        print(progress_line(server_round, rounds, entry), flush=True)
+        return stop is not None
+
+    return on_round
+
+
+def evaluate_initial(strategy: Strategy, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, timeout: float,
+                     gate: Gate, summary: dict[str, Any], sites: Mapping[str, str], rounds: int) -> None:
+    """Round 0: the untrained model's evaluation, recorded as ``summary["initial"]``."""
+    evaluate_round(strategy, grid, 0, arrays, config, timeout, gate)
+    initial = strategy.rounds[0].to_dict()
+    summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
+    print(progress_line(0, rounds, summary["initial"]), flush=True)
+
+
 def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ServerApp's work; returns the final summary.
 
@@ -120,70 +183,31 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     cfg = merged(context.run_config, overrides)
     run_dir = Path(str(cfg["run-dir"])).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
-    seed, mode, rounds = int(cfg["seed"]), str(cfg["mode"]), int(cfg["num-server-rounds"])
-    timeout = float(cfg["round-timeout"])
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    model = build_site_model(cfg, num_subjects=1)
-    shared = run_shared_names(model, cfg)
-    arrays = ArrayRecord(outbound_state(model, shared)) if shared else ArrayRecord()
+    rounds, timeout = int(cfg["num-server-rounds"]), float(cfg["round-timeout"])
+    shared, kept, arrays = initial_model(cfg)
     strategy = make_strategy(cfg, shared)
     sites = site_names(cfg)
-    train_cfg = evaluate_cfg = instruction_config(cfg)
-
-    ckpt = load_checkpoint(run_dir) if bool(cfg["resume"]) else None
-    if ckpt is not None:
-        arrays = ArrayRecord({k: Array(v) for k, v in ckpt.arrays.items()})
-        restore_state(strategy, ckpt.strategy_state)
-        restore_rng(ckpt.rng)
-        summary, first = ckpt.summary, ckpt.round + 1
-        summary["resumed_from"] = ckpt.round
-        print(f"[fedmpdrm] resuming {run_dir} after round {ckpt.round}", flush=True)
-    else:
-        summary, first = new_summary(cfg, shared, kept_names(model, shared), mode, sites), 1
+    instructions = instruction_config(cfg)
+    summary, first, arrays, resumed = start_or_resume(cfg, run_dir, strategy, arrays, (shared, kept), sites)
     gate, after_train = site_rules(cfg, grid, strategy, sites, summary)
     base_seconds = float(summary.get("wall_seconds", 0.0))
 
-    def on_round(server_round: int, current: ArrayRecord) -> bool:
-        entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
-        record_round_dp(summary, entry, strategy)
-        add_round(summary, entry)
-        summary["wall_seconds"] = base_seconds + time.perf_counter() - start
-        stop = budget_stop(summary, int(cfg["min-sites"]))
-        if stop is not None:
-            summary["stopped"] = {"round": server_round, "reason": stop}
-            print(f"[fedmpdrm] stopping after round {server_round}: {stop}", flush=True)
-        save_checkpoint(
-            run_dir,
-            Checkpoint(
-                round=server_round,
-                arrays={k: v.numpy() for k, v in current.items()},
-                strategy_state=capture_state(strategy),
-                rng=capture_rng(),
-                summary=summary,
-            ),
-        )
-        write_summary(run_dir, summary)
-        print(progress_line(server_round, rounds, entry), flush=True)
-        return stop is not None
+    def clock() -> float:
+        return base_seconds + time.perf_counter() - start
 
+    on_round = round_recorder(cfg, run_dir, strategy, summary, sites, clock)
     try:
-        if ckpt is None:
-            evaluate_round(strategy, grid, 0, arrays, evaluate_cfg, timeout, gate)
-            initial = strategy.rounds[0].to_dict()
-            summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
-            print(progress_line(0, rounds, summary["initial"]), flush=True)
+        if not resumed:
+            evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds)
         if first <= rounds:
-            run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=train_cfg,
-                       evaluate_config=evaluate_cfg, timeout=timeout, on_round=on_round,
+            run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=instructions,
+                       evaluate_config=instructions, timeout=timeout, on_round=on_round,
                        gate=gate, after_train=after_train)
     except TooFewSites as error:  # the ServerApp ends failed, with the reason as its message
-        summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+        summary["wall_seconds"] = clock()
         record_failure(run_dir, summary, strategy, sites, error)
         raise
-    summary["wall_seconds"] = base_seconds + time.perf_counter() - start
+    summary["wall_seconds"] = clock()
     write_summary(run_dir, summary)
     write_plots(summary, run_dir / "plots")
     return summary
