@@ -26,7 +26,7 @@ from mpdrm.contract.sites import derive_seed
 from .data import eval_loader, site_data, train_loader
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
 from .site import Site, resolve_site
-from .state import SiteStateStore, capture_rng, restore_rng, seed_all
+from .state import SiteStateStore, seed_all
 
 log = logging.getLogger("fedmpdrm.client")
 
@@ -66,10 +66,9 @@ def open_session(message: Message, context: Context, overrides: Mapping[str, Any
     data = site_data(site.data_dir, cfg)
     store = SiteStateStore(site.state_dir, context)
     state = store.load(for_round)
-    if state is not None:
-        restore_rng(state["rng"])
-    else:
-        seed_all(derive_seed(int(cfg["seed"]), site.site_id))
+    # Every random draw of a message derives from (run seed, site, round): a restarted or
+    # resumed site repeats an uninterrupted one without carrying RNG state on disk.
+    seed_all(derive_seed(int(cfg["seed"]), site.site_id, for_round))
     model = build_site_model(cfg, data.num_subjects)
     shared = run_shared_names(model, cfg)
     arrays = message.content.array_records.get(keys.ARRAYS, ArrayRecord())
@@ -121,7 +120,6 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             "round": server_round,
             "local": local,
             "optimizer": result.optimizer_state,
-            "rng": capture_rng(),
             "dp": dp_state,
             "site": s.site.name,
         }

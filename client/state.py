@@ -5,7 +5,6 @@ The state is a plain dict (``torch.save``-able)::
     {"round": int,                 # last completed training round at this site
      "local": {name: Tensor},      # parameters that never leave the site
      "optimizer": dict | None,     # local optimizer state
-     "rng": {"torch", "numpy", "python"},
      "dp": dict | None}            # DP accountant history (client-side DP)
 
 On disk it lives in ``STATE_DIR/site_state.pt``; the previous version is kept as
