@@ -31,6 +31,7 @@ from mpdrm.contract import keys
 from mpdrm.contract.runconfig import merged
 from mpdrm.contract.sharing import build_site_model, kept_names, outbound_state, run_shared_names
 from mpdrm.contract.sites import site_names as cohort_site_names
+from mpdrm.data.cohorts import default_cohort_dir
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .dp_report import budget_stop, record_round_dp
@@ -47,6 +48,23 @@ log = logging.getLogger("fedmpdrm.server")
 def site_names(cfg: Mapping[str, Any]) -> dict[str, str]:
     """Site id -> name; known in simulation (partition id -> sorted cohort folder)."""
     return cohort_site_names(str(cfg.get("cohort", "")))
+
+
+def name_default_cohort_sites(cfg: Mapping[str, Any], grid: Grid, sites: dict[str, str],
+                              summary: dict[str, Any]) -> None:
+    """Name the sites of the default synthetic cohort (``flwr run .`` with no ``cohort``).
+
+    The simulated sites generate that cohort at their first message, so its folder names
+    are known only after round 0; partition ids ``0..n-1`` then map to its sorted folders.
+    A deployment's site ids are CRC32 values of folder names, so nothing there matches.
+    """
+    if sites or str(cfg.get("cohort", "")):
+        return
+    folder = default_cohort_dir(cfg, len(list(grid.get_node_ids())))
+    sites.update(cohort_site_names(folder))
+    summary["sites"] = dict(sites)
+    if "initial" in summary:
+        summary["initial"]["eval"] = rename_sites(summary["initial"]["eval"], sites)
 
 
 def instruction_config(cfg: Mapping[str, Any]) -> ConfigRecord:
@@ -199,6 +217,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     try:
         if not resumed:
             evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds)
+            name_default_cohort_sites(cfg, grid, sites, summary)
         if first <= rounds:
             run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=instructions,
                        evaluate_config=instructions, timeout=timeout, on_round=on_round,

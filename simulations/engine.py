@@ -7,6 +7,7 @@ so that it can always clean up (see :mod:`simulations.processes`).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -57,14 +58,26 @@ def backend_config(resources: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The app factories, by reference like pyproject's ``[tool.flwr.app.components]``: the
+#: simulation drives the two apps without importing either package's code directly.
+SERVER_APP_FACTORY = "server.app:create_server_app"
+CLIENT_APP_FACTORY = "client.app:create_client_app"
+AUDIT_MOD_FACTORY = "client.audit:audit_mod"
+
+
+def load_reference(reference: str) -> Any:
+    """The object named ``"package.module:attribute"``."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def run_federated(spec: dict[str, Any]) -> None:
     """All sites through ``flwr.simulation.run_simulation`` (Ray)."""
     from flwr.simulation import run_simulation
 
-    from client.app import create_client_app
-    from client.audit import audit_mod
-    from server.app import create_server_app
-
+    create_server_app = load_reference(SERVER_APP_FACTORY)
+    create_client_app = load_reference(CLIENT_APP_FACTORY)
+    audit_mod = load_reference(AUDIT_MOD_FACTORY)
     run_config = spec["run_config"]
     mods = [audit_mod(spec["audit_dir"])] if spec.get("audit_dir") else []
     run_simulation(
