@@ -127,7 +127,7 @@ def setup(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     from mpdrm.data.prepare import prepare_site
     from mpdrm.data.synth import generate_cohort
 
-    from client.data import prepare_config, site_data
+    from mpdrm.contract.site_data import prepare_config, site_data
 
     cohort = generate_cohort(work / "cohort", sites=1, subjects=8, visits=3, seconds=8.0,
                              seed=0, workers=1)

@@ -20,10 +20,10 @@ from mpdrm.training import TrainConfig, evaluate, train_local
 
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
+from mpdrm.contract.site_data import eval_loader, site_data, train_loader
 from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
 from mpdrm.contract.sites import derive_seed
 
-from .data import eval_loader, site_data, train_loader
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
 from .site import Site, resolve_site
 from .state import SiteStateStore, seed_all

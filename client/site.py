@@ -66,7 +66,7 @@ def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) 
         # (mpdrm.data.cohorts.run_cohort); the sites' state then goes to <run-dir>/site-state.
         from mpdrm.data.cohorts import run_cohort
 
-        from .data import prepare_config  # the clip settings the site reads with
+        from mpdrm.contract.site_data import prepare_config  # the clip settings the site reads with
 
         num_sites = int(node_config.get("num-partitions", 0) or 0)
         if not str(run_config.get("cohort", "")) and num_sites < 1:

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from client.data import eval_loader, site_data, train_loader
 from mpdrm.contract.runconfig import build, merged
 from mpdrm.contract.sharing import build_site_model, shared_names
+from mpdrm.contract.site_data import eval_loader, site_data, train_loader
 from mpdrm.contract.sites import cohort_sites, derive_seed
 from mpdrm.persistence import seed_all
 from mpdrm.training import TrainConfig, evaluate, train_local

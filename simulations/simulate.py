@@ -76,7 +76,8 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     cohort = resolve_cohort(cfg)
     num_sites = len(cohort_sites(cohort))
     run_config = build_run_config(cfg, cohort, run_dir, num_sites)
-    prepare_cohort(cohort, run_prepare_config(run_config), int(cfg.data.prepare_workers))
+    prepare_cohort(cohort, run_prepare_config(run_config), int(cfg.data.prepare_workers),
+                   score_max=float(run_config["data.score_max"]))
 
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")

@@ -129,7 +129,7 @@ def score_max_of(cohort: Path, default: float = 27.0) -> float:
     return default
 
 
-def prepare_cohort(cohort: Path, prepare_cfg: Any, workers: int) -> None:
+def prepare_cohort(cohort: Path, prepare_cfg: Any, workers: int, score_max: float | None = None) -> None:
     """Prepare (or reuse the clip cache of) every site of the cohort.
 
     Parameters
@@ -140,11 +140,13 @@ def prepare_cohort(cohort: Path, prepare_cfg: Any, workers: int) -> None:
         The clip settings (part of the clip cache's key).
     workers : int
         Preparation processes.
+    score_max : float, optional
+        The run's scale maximum (``data.score_max``), when it is not the sites' own.
     """
     from mpdrm.data.prepare import prepare_site
 
     for site in cohort_sites(Path(cohort)):
-        result = prepare_site(site, prepare_cfg, workers=workers, progress=True)
+        result = prepare_site(site, prepare_cfg, workers=workers, progress=True, score_max=score_max)
         if not result.ok:
             raise RuntimeError(f"{site}: no usable video after preparation (see {site}/.mpdrm-cache/report.json)")
 

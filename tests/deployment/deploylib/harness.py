@@ -60,7 +60,7 @@ def prepare_site_data(site_dir: Path, run_config: Mapping[str, object] | None = 
     run_config : Mapping, optional
         Run-config overrides the run will be started with (over the app's defaults).
     """
-    from client.data import prepare_config  # the app's own reading of prepare.*
+    from mpdrm.contract.site_data import prepare_config  # the app's own reading of prepare.*
     from mpdrm.data.dataset import prepare_command
 
     cfg = prepare_config(app_run_config(run_config))

@@ -1,4 +1,5 @@
-"""One site's data as the client uses it: loaded once per process, batched per round."""
+"""A site's data from the run config (the site's client and the centralized baseline): loaded once per
+process from the prepared clip cache, batched per round."""
 from __future__ import annotations
 
 import json
