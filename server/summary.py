@@ -1,6 +1,6 @@
 """``summary.json``: the run's config, shared/local keys, per-round metrics and bytes.
 
-Shape (DESIGN.md section 3)::
+Shape (docs/architecture.md, section 7)::
 
     {"config": {...}, "shared_keys": [...], "local_keys": [...], "mode": "mpdrm",
      "sites": {"<site id>": "<site name>"},

@@ -1,4 +1,4 @@
-"""MMP: the multi-scale motion pattern extraction block (DESIGN.md section 1).
+"""MMP: the multi-scale motion pattern extraction block (docs/architecture.md, section 3).
 
 On a feature map F of shape (B, C, T, H, W), parallel branches:
 

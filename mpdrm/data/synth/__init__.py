@@ -1,4 +1,4 @@
-"""The synthetic longitudinal cohort (DESIGN.md section 5): see ``cohort.generate_cohort``,
+"""The synthetic longitudinal cohort (docs/architecture.md, section 4): see ``cohort.generate_cohort``,
 the generative model in ``model``, the renderer in ``render`` and the oracle in ``oracle``."""
 from .cohort import DEFAULTS, generate_cohort
 

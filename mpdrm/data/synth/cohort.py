@@ -1,4 +1,4 @@
-"""``generate_cohort``: the synthetic longitudinal cohort (DESIGN.md section 5).
+"""``generate_cohort``: the synthetic longitudinal cohort (docs/architecture.md, section 4).
 
 Output::
 
