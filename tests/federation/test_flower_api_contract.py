@@ -1,7 +1,7 @@
 """The Flower API ``mpdrm-simulate`` relies on (``simulations/engine.py``), pinned.
 
 ``flwr.simulation.run_simulation`` is deprecated in Flower 1.42 in favour of ``flwr run``;
-we keep it on purpose (docs/simulation-engine.md). These tests fail as soon as a Flower
+we keep it on purpose (docs/architecture.md, section 8). These tests fail as soon as a Flower
 upgrade removes it or changes the parameters we pass, instead of a simulation failing.
 """
 from __future__ import annotations
