@@ -5,7 +5,8 @@ The state is a plain dict (``torch.save``-able)::
     {"round": int,                 # last completed training round at this site
      "local": {name: Tensor},      # parameters that never leave the site
      "optimizer": dict | None,     # local optimizer state
-     "dp": dict | None}            # DP accountant history (client-side DP)
+     "dp": dict | None,            # DP accountant history (client-side DP)
+     "site": str}                  # the site's folder name
 
 On disk it lives in ``STATE_DIR/site_state.pt``; the previous version is kept as
 ``site_state.prev.pt`` so that a server resumed from round ``k`` finds the site's

@@ -89,7 +89,7 @@ class TrainConfig:
     @property
     def freeze_prefixes(self) -> tuple[str, ...]:
         """``freeze`` as prefixes: comma-separated, or a JSON list (a Hydra list flattened by
-        ``client.runconfig.flatten``)."""
+        ``mpdrm.contract.runconfig.flatten``)."""
         text = self.freeze.strip()
         items = json.loads(text) if text.startswith("[") else text.split(",")
         return tuple(str(p).strip() for p in items if str(p).strip())

@@ -1,7 +1,7 @@
 """The ``centralized`` baseline: every site's training data pooled in one process.
 
 No Flower: one model (prototypes for all training subjects of all sites) trains for
-``rounds`` x ``train.local_epochs`` epochs; after each "round" it is evaluated on each
+``rounds`` x ``train.epochs`` epochs; after each "round" it is evaluated on each
 site's held-out subjects exactly as the federated clients evaluate, and the same
 ``summary.json`` (zero bytes) and plots are written.
 """
