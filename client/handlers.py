@@ -20,7 +20,7 @@ from mpdrm.training import TrainConfig, evaluate, train_local
 
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
-from mpdrm.contract.site_data import eval_loader, site_data, train_loader
+from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
 from mpdrm.contract.sites import derive_seed
 
@@ -147,12 +147,8 @@ def handle_evaluate(message: Message, context: Context, overrides: Mapping[str, 
     config = message.content.config_records.get("config")
     server_round = int(config["server-round"]) if config is not None and "server-round" in config else 0
     s = open_session(message, context, overrides, for_round=server_round + 1)
-    results = evaluate(
-        s.model,
-        eval_loader(s.data.test, s.cfg),
-        task=str(s.cfg["data.task"]),
-        personality=str(s.cfg["eval.personality"]),
-    )
+    results = evaluate(s.model, eval_loader(s.data.test, s.cfg), task=str(s.cfg["data.task"]),
+                       **personality_source(s.data, s.cfg))
     metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
     metrics.update({"num-examples": int(len(s.data.test)), "site-id": int(s.site.site_id)})
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

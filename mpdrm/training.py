@@ -306,17 +306,40 @@ def train_local(
     return result
 
 
+#: How the personality embedding p of a scored clip is chosen (see :func:`predict`).
+PERSONALITY_MODES = ("clip", "subject_mean", "reference")
+
+
+def subject_means(bare: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]],
+                  device: torch.device) -> dict[int, torch.Tensor]:
+    """Subject index -> the normalised mean personality embedding of its clips in ``loader``."""
+    sums: dict[int, torch.Tensor] = {}
+    for batch in loader:
+        p = bare.personality_embedding(batch["clips"].to(device))
+        subj = batch["subject"].to(device)
+        for s in torch.unique(subj).tolist():
+            sel = p[subj == s].sum(0)
+            sums[s] = sums[s] + sel if s in sums else sel
+    return {s: torch.nn.functional.normalize(v, dim=0) for s, v in sums.items()}
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, personality: str = "clip",
-            device: str = "auto") -> dict[str, np.ndarray]:
+            device: str = "auto", reference: Iterable[Mapping[str, torch.Tensor]] | None = None,
+            ) -> dict[str, np.ndarray]:
     """Run the model over a loader. Returns numpy arrays: 'prediction' ((N,) scores, or (N, K) class
     probabilities), 'target', 'video', 'subject'.
 
     personality='clip': p from each clip itself. personality='subject_mean': a first pass embeds
     every clip, p = the normalised mean embedding of all the subject's clips in the loader (no
-    labels used), and the second pass predicts with it. Models without MPFN ignore the choice."""
-    if personality not in ("clip", "subject_mean"):
-        raise ValueError(f"personality must be 'clip' or 'subject_mean', got {personality!r}")
+    labels used), and the second pass predicts with it. personality='reference': p = the
+    normalised mean embedding of the subject's clips in ``reference`` (its training or
+    enrolment visits: the person is known beforehand); every scored subject needs some.
+    Models without MPFN ignore the choice."""
+    if personality not in PERSONALITY_MODES:
+        raise ValueError(f"personality must be one of {PERSONALITY_MODES}, got {personality!r}")
+    if personality == "reference" and reference is None:
+        raise ValueError("personality='reference' needs the reference clips (reference=...)")
     bare = unwrap(model)
     dev = resolve_device(device)
     try:
@@ -327,20 +350,16 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
     bare.to(dev).eval()
     try:
         means: dict[int, torch.Tensor] = {}
-        if personality == "subject_mean" and bare.personality is not None:
-            sums: dict[int, torch.Tensor] = {}
-            for batch in loader:
-                p = bare.personality_embedding(batch["clips"].to(dev))
-                subj = batch["subject"].to(dev)
-                for s in torch.unique(subj).tolist():
-                    sel = p[subj == s].sum(0)
-                    sums[s] = sums[s] + sel if s in sums else sel
-            means = {s: torch.nn.functional.normalize(v, dim=0) for s, v in sums.items()}
+        if personality != "clip" and bare.personality is not None:
+            means = subject_means(bare, loader if personality == "subject_mean" else reference, dev)
         preds, targets, videos, subjects = [], [], [], []
         for batch in loader:
             clips = batch["clips"].to(dev)
             override = None
             if means:
+                missing = sorted(set(batch["subject"].tolist()) - set(means))
+                if missing:
+                    raise ValueError(f"no reference clips for subject index(es) {missing}")
                 override = torch.stack([means[s] for s in batch["subject"].tolist()])
             out = bare(clips, personality=override)
             pred = out.prediction
@@ -364,12 +383,13 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
 
 
 def evaluate(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, task: str | None = None,
-             personality: str = "clip", device: str = "auto") -> dict[str, float]:
+             personality: str = "clip", device: str = "auto",
+             reference: Iterable[Mapping[str, torch.Tensor]] | None = None) -> dict[str, float]:
     """Video-level metrics (regression: rmse, mae, pcc, ccc; classification: accuracy, f1, auc) under
     plain names and clip-level ones prefixed ``clip_``, in units of the normalised target.
-    `task` defaults to the model's."""
+    `task` defaults to the model's; ``personality`` and ``reference`` as in :func:`predict`."""
     task = task or unwrap(model).config.task
-    out = predict(model, loader, personality=personality, device=device)
+    out = predict(model, loader, personality=personality, device=device, reference=reference)
     return clip_and_video_metrics(out["prediction"], out["target"], out["video"], task)
 
 

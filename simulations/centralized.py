@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from mpdrm.contract.runconfig import build, merged
 from mpdrm.contract.sharing import build_site_model, shared_names
-from mpdrm.contract.site_data import eval_loader, site_data, train_loader
+from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import cohort_sites, derive_seed
 from mpdrm.persistence import seed_all
 from mpdrm.training import TrainConfig, evaluate, train_local
@@ -74,7 +74,8 @@ class Pooled(ConcatDataset):
 def _evaluate_sites(model: torch.nn.Module, sites: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     per_site: dict[str, dict[str, Any]] = {}
     for name, data in sites.items():
-        metrics = evaluate(model, eval_loader(data.test, cfg), task=str(cfg["data.task"]), personality=str(cfg["eval.personality"]))
+        metrics = evaluate(model, eval_loader(data.test, cfg), task=str(cfg["data.task"]),
+                           **personality_source(data, cfg))
         per_site[name] = {**{k: float(v) for k, v in metrics.items()}, "num-examples": len(data.test)}
     overall = dict(weighted_average(per_site))
     return {**overall, "per_site": per_site}

@@ -25,7 +25,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from mpdrm.contract.runconfig import run_prepare_config, to_flat
+from mpdrm.contract.runconfig import merged, run_prepare_config, to_flat
+from mpdrm.contract.site_data import evaluated_visits
 from mpdrm.contract.schema import RunSchema
 from mpdrm.contract.sites import cohort_sites
 from server.summary import SUMMARY_FILE, write_summary
@@ -94,9 +95,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if status != 0:
         raise SystemExit(status if status == 130 else f"[fedmpdrm] the simulation failed (exit status {status}); run folder: {run_dir}")
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-    reference = oracle_reference(cohort)
+    reference = oracle_reference(cohort, evaluated_visits(cohort_sites(cohort), merged(run_config)))
     if reference:
         summary["reference"] = reference
+        summary["reference_on"] = {"protocol": run_config["eval.protocol"], "visits": "the evaluated ones"}
         write_summary(run_dir, summary)
     print(final_table(summary), flush=True)
     print(f"[fedmpdrm] done in {time.perf_counter() - started:.0f} s: {run_dir / SUMMARY_FILE}", flush=True)

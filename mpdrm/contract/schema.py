@@ -209,9 +209,13 @@ class DataSection:
 
 @dataclass
 class EvalSection:
-    """How held-out subjects are scored."""
+    """Who is scored, and where a scored clip's personality embedding comes from."""
 
-    personality: str = "clip"  # clip | subject_mean (p from the mean of the subject's clips)
+    protocol: str = "subjects"  # subjects | visits | enrolled (mpdrm.data.splits.PROTOCOLS)
+    # auto: reference (the subject's training or enrolment clips) when the protocol knows the
+    # person, else clip | clip (p from the scored clip) | subject_mean (from all the subject's
+    # scored clips) | reference
+    personality: str = "auto"
 
 
 @dataclass

@@ -31,12 +31,11 @@ def site_data(data_dir: Path, cfg: Mapping[str, Any]) -> Any:
         The site folder.
     cfg : Mapping
         Merged run config (``prepare.*``, ``data.test_fraction``, ``data.score_max``,
-        ``data.task``, ``seed``).
+        ``data.task``, ``seed``, ``eval.protocol``).
     """
     prep = prepare_config(cfg)
-    key = json.dumps(
-        [str(data_dir), repr(prep), cfg["data.test_fraction"], cfg["data.score_max"], cfg["data.task"], cfg["seed"]]
-    )
+    key = json.dumps([str(data_dir), repr(prep), cfg["data.test_fraction"], cfg["data.score_max"], cfg["data.task"],
+                      cfg["seed"], cfg["eval.protocol"]])
     if key not in _CACHE:
         _CACHE[key] = load_site(
             data_dir,
@@ -45,8 +44,34 @@ def site_data(data_dir: Path, cfg: Mapping[str, Any]) -> Any:
             seed=int(cfg["seed"]),
             score_max=float(cfg["data.score_max"]),
             task=str(cfg["data.task"]),
+            protocol=str(cfg["eval.protocol"]),
         )
     return _CACHE[key]
+
+
+def evaluated_visits(sites: list[Path], cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """``(site, subject, visit)`` of every scored video of these sites under the run's split."""
+    return sorted((p.name, v["subject"], int(v["visit"])) for p in sites for v in site_data(p, cfg).test.videos)
+
+
+def personality_mode(cfg: Mapping[str, Any]) -> str:
+    """``eval.personality`` with ``auto`` resolved: ``reference`` when ``eval.protocol`` knows
+    the person beforehand (``visits``, ``enrolled``), else ``clip``."""
+    mode = str(cfg["eval.personality"])
+    if mode == "auto":
+        return "clip" if str(cfg["eval.protocol"]) == "subjects" else "reference"
+    return mode
+
+
+def personality_source(data: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``personality`` and ``reference`` keywords of :func:`mpdrm.training.evaluate` for a site."""
+    mode = personality_mode(cfg)
+    if mode != "reference":
+        return {"personality": mode}
+    if data.reference is None:
+        raise ValueError(f"eval.personality=reference needs a protocol that knows the person "
+                         f"(visits | enrolled), not eval.protocol={cfg['eval.protocol']}")
+    return {"personality": mode, "reference": eval_loader(data.reference, cfg)}
 
 
 def train_loader(dataset: Any, cfg: Mapping[str, Any], seed: int) -> DataLoader:

@@ -17,11 +17,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from mpdrm.contract.schema import RunSchema
 from mpdrm.contract.sites import cohort_sites
@@ -205,15 +207,51 @@ def run_cohort(run_config: Mapping[str, Any], num_sites: int, prepare_cfg: Any, 
     return cohort
 
 
-def oracle_reference(cohort: Path) -> dict[str, Any] | None:
+def oracle_reference(cohort: Path, visits: Collection[tuple[str, str, int]] | None = None) -> dict[str, Any] | None:
     """Normalised reference errors of a synthetic cohort (``oracle.json``): the oracle floor,
-    the habit-blind oracle and the constant (mean-score) predictor; ``None`` if absent."""
+    the habit-blind oracle and the constant (mean-score) predictor; ``None`` if absent.
+
+    With ``visits`` (``(site, subject, visit)`` triples: the evaluated ones), on exactly those
+    visits: RMSE of the oracle's and the habit-blind oracle's conditional-mean predictions and
+    of the cohort's mean score (see :func:`references_on`).
+    """
     path = Path(cohort) / "oracle.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
+    if visits is not None:
+        return references_on(data, visits)
     ref = {"oracle": data.get("normalised")}
     for key in ("habit_blind", "constant"):
         if isinstance(data.get(key), dict):
             ref[key] = data[key].get("normalised")
     return {k: v for k, v in ref.items() if v}
+
+
+def references_on(oracle: Mapping[str, Any], visits: Collection[tuple[str, str, int]]) -> dict[str, Any]:
+    """The three references on the given visits of an ``oracle.json`` (normalised RMSE).
+
+    ``oracle`` and ``habit_blind`` score each visit with the stored conditional-mean
+    prediction (``oracle_score``, ``habit_blind_score``); ``constant`` with the mean score of
+    the whole cohort.
+
+    Raises
+    ------
+    KeyError
+        A requested visit that the oracle does not list.
+    """
+    table = {(v["site"], v["subject"], int(v["visit"])): v for v in oracle["visits"]}
+    missing = sorted(set(visits) - set(table))
+    if missing:
+        raise KeyError(f"visits not in oracle.json: {missing[:5]}")
+    chosen = [table[k] for k in sorted(set(visits))]
+    scale = float(oracle["score_max"])
+    scores = np.array([v["score"] for v in chosen], np.float64)
+    mean_score = float(np.mean([v["score"] for v in oracle["visits"]]))
+
+    def rmse(pred: np.ndarray) -> dict[str, float]:
+        return {"rmse": round(float(np.sqrt(np.mean((pred - scores) ** 2))) / scale, 5)}
+
+    return {"oracle": rmse(np.array([v["oracle_score"] for v in chosen])),
+            "habit_blind": rmse(np.array([v["habit_blind_score"] for v in chosen])),
+            "constant": rmse(np.full_like(scores, mean_score))}

@@ -35,7 +35,7 @@ from .cache import (CacheError, NotPreparedError, cache_root, changed_files, ope
                     params_key, prepared_params, read_index)
 from .manifest import resolve_score_max, site_info
 from .prepare import PrepareConfig, PrepareResult
-from .splits import kfold_subjects, split_from_column, subject_split
+from .splits import REFERENCE, TEST, TRAIN, kfold_subjects, protocol_split, split_from_column, subject_split
 
 
 class ClipDataset(Dataset):
@@ -114,6 +114,10 @@ class SiteData:
     num_classes: int = 2
     subject_ids: list[str] = field(default_factory=list)       # index i -> id (train)
     test_subject_ids: list[str] = field(default_factory=list)  # index num_subjects+j -> id
+    protocol: str = "subjects"        # evaluation protocol (mpdrm.data.splits.PROTOCOLS)
+    # clips that define each scored subject's personality reference: its training visits
+    # (protocol visits), its enrolment visit (enrolled); None when the person is unknown
+    reference: ClipDataset | None = None
     videos: list[dict[str, Any]] = field(default_factory=list) # every usable video
     site_dir: Path | None = None
     prepare: PrepareResult | None = None
@@ -228,16 +232,18 @@ def load_site(site_dir: str | os.PathLike, prepare_cfg: PrepareConfig | None = N
               test_fraction: float = 0.25, seed: int = 0, score_max: float | None = None,
               task: str = "regression", folds: int | None = None, fold: int | None = None,
               label_threshold: float | None = None, use_split_column: bool = True,
-              transform: Callable | None = None) -> SiteData:
+              transform: Callable | None = None, protocol: str = "subjects") -> SiteData:
     """Split one prepared site and serve its cached clips (never prepares).
 
     The site must have been prepared with ``prepare_cfg`` (``mpdrm-data prepare SITE_DIR``
     with the same options, or ``prepare_site``); loading reads that preparation's index,
     ``stat``s the manifest and each video, and memory-maps the clip arrays.
 
-    The split is subject-disjoint: the manifest's ``split`` column when every usable row has
-    one (and ``use_split_column``), else ``subject_split(test_fraction, seed)``; with
-    ``folds=k, fold=i`` the i-th of k seeded folds is the test set. Classification targets
+    The subject split is the manifest's ``split`` column when every usable row has one (and
+    ``use_split_column``), else ``subject_split(test_fraction, seed)``; with ``folds=k,
+    fold=i`` the i-th of k seeded folds is the test set. ``protocol`` (``subjects`` |
+    ``visits`` | ``enrolled``, :func:`mpdrm.data.splits.protocol_split`) then decides which
+    visits train, which are scored and which are a scored subject's personality reference. Classification targets
     come from the ``label`` column, or ``score >= label_threshold`` (default: the site's or
     cohort's ``label_threshold``, else ``round(score_max * 10 / 27)``, PHQ-9's "moderate").
 
@@ -273,10 +279,12 @@ def load_site(site_dir: str | os.PathLike, prepare_cfg: PrepareConfig | None = N
         fixed = split_from_column([_R(e) for e in ok]) if use_split_column else None
         train_s, test_s = fixed if fixed is not None else subject_split(subjects, test_fraction,
                                                                        seed)
+    split = protocol_split([(e["subject"], int(e["visit"])) for e in ok], protocol,
+                           subject_split_=(train_s, test_s))
+    train_s, test_s = split.train_subjects, split.other_subjects
     index = {s: i for i, s in enumerate(train_s)}
     index.update({s: len(train_s) + j for j, s in enumerate(test_s)})
 
-    train_set = set(train_s)
     threshold = _label_threshold(site_dir, smax, label_threshold)
     videos = []
     for k, e in enumerate(ok):
@@ -288,12 +296,13 @@ def load_site(site_dir: str | os.PathLike, prepare_cfg: PrepareConfig | None = N
                        "score": float(e["score"]), "target": float(e["score"]) / smax,
                        "label": int(label), "clips": int(e["clips"]),
                        "clips_path": str(prep.clips_path(e)),
-                       "split": "train" if e["subject"] in train_set else "test"})
+                       "split": split.roles[(e["subject"], int(e["visit"]))]})
     num_classes = max(2, max(v["label"] for v in videos) + 1)
-    parts = {p: [k for k, v in enumerate(videos) if v["split"] == p] for p in ("train", "test")}
-    train, test = (ClipDataset([videos[k] for k in parts[p]], task=task, transform=transform,
-                               arrays=[arrays[k] for k in parts[p]]) for p in ("train", "test"))
+    parts = {p: [k for k, v in enumerate(videos) if v["split"] == p] for p in (TRAIN, TEST, REFERENCE)}
+    train, test, enrol = (ClipDataset([videos[k] for k in parts[p]], task=task, transform=transform,
+                                      arrays=[arrays[k] for k in parts[p]]) for p in (TRAIN, TEST, REFERENCE))
+    reference = {"subjects": None, "visits": train, "enrolled": enrol}[protocol]
     return SiteData(name=site_dir.name, train=train, test=test, num_subjects=len(train_s),
                     score_max=smax, task=task, num_classes=num_classes,
                     subject_ids=list(train_s), test_subject_ids=list(test_s), videos=videos,
-                    site_dir=site_dir, prepare=prep)
+                    site_dir=site_dir, prepare=prep, protocol=protocol, reference=reference)
