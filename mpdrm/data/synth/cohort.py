@@ -25,14 +25,14 @@ import os
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..cache import atomic_write_bytes, atomic_write_json
 from .camera import Camera, sample_camera, site_formats
-from .model import (HABITS, channel_table, sample_subject, score_from_severity,
+from .model import (HABITS, Subject, channel_table, sample_subject, score_from_severity,
                     site_severity_means, visit_dynamics)
 from .oracle import compute_oracle
 from .render import render_visit
@@ -69,6 +69,192 @@ def _same_cohort(out_dir: Path, params: dict) -> bool:
         (out_dir / p).is_file() for p in meta.get("videos", []))
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """The cohort's parameters exactly as passed to :func:`generate_cohort` (the files use
+    them as given; :meth:`params` is the normalised record kept in cohort.json)."""
+
+    sites: int
+    subjects: int
+    visits: int
+    seconds: float
+    seed: int
+    confound: float
+    rater_sd: float
+    score_max: int
+    scale: str
+    label_threshold: int
+
+    def params(self) -> dict:
+        return dict(sites=int(self.sites), subjects=int(self.subjects), visits=int(self.visits),
+                    seconds=float(self.seconds), seed=int(self.seed),
+                    confound=float(self.confound), rater_sd=float(self.rater_sd),
+                    score_max=int(self.score_max), scale=self.scale,
+                    label_threshold=int(self.label_threshold))
+
+
+@dataclass
+class _Plan:
+    """Everything drawn before rendering: per-site cameras and manifest rows, the render
+    jobs, the per-visit truth and per-subject record for oracle.json, the video paths."""
+
+    means: list[float]
+    cameras: dict[str, dict] = field(default_factory=dict)
+    jobs: list[tuple] = field(default_factory=list)
+    truth: list[dict] = field(default_factory=list)
+    subjects: dict[str, dict] = field(default_factory=dict)
+    manifests: dict[str, list[list]] = field(default_factory=dict)
+    videos: list[str] = field(default_factory=list)
+
+
+def _check_counts(sites: int, subjects: int, visits: int, seconds: float,
+                  confound: float) -> None:
+    """Raise ValueError for an impossible cohort size, video length or confound."""
+    if sites < 1 or subjects < 1 or visits < 1:
+        raise ValueError("sites, subjects and visits must be >= 1")
+    if seconds <= 0:
+        raise ValueError("seconds must be > 0")
+    if confound < 0:
+        raise ValueError("confound must be >= 0")
+
+
+def _clear_out_dir(out_dir: Path) -> None:
+    """Make ``out_dir`` an empty place for a cohort: remove an earlier cohort's sites,
+    cohort.json and oracle.json; refuse (FileExistsError) a non-empty folder that holds no
+    cohort; create the folder."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / "cohort.json").exists() and not any(out_dir.glob("site-*/manifest.csv")):
+            raise FileExistsError(f"{out_dir} is not empty and holds no synthetic cohort; "
+                                  "refusing to write into it")
+        for p in out_dir.glob("site-*"):
+            if p.is_dir():
+                shutil.rmtree(p)
+        for name in ("cohort.json", "oracle.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _subject_record(subj: Subject, name: str) -> dict:
+    """A subject's entry in oracle.json ``subjects`` (floats rounded to 6 places)."""
+    return {"site": name, "trajectory": subj.trajectory,
+            "habits": {k: round(v, 6) for k, v in subj.habits.items()},
+            "signature": {k: (round(v, 6) if isinstance(v, float) else v)
+                          for k, v in asdict(subj.signature).items()},
+            "severity": [round(z, 6) for z in subj.severity]}
+
+
+def _plan_visit(plan: _Plan, out_dir: Path, spec: _Spec, name: str, cam: Camera,
+                subj: Subject, s: int, j: int, v: int) -> None:
+    """Draw visit ``v``'s rated score (generator ``[seed, 3, s, j, v]``) and add its
+    manifest row, render job (generator key ``[seed, 4, s, j, v]``) and truth record."""
+    seed, seconds = spec.seed, spec.seconds
+    z = subj.severity[v]
+    score = score_from_severity(np.random.default_rng([seed, 3, s, j, v]), z,
+                                spec.score_max, spec.rater_sd)
+    dyn = visit_dynamics(z, subj.habits, spec.confound)
+    rel = f"videos/{subj.id}_v{v + 1}.mp4"
+    plan.videos.append(f"{name}/{rel}")
+    plan.manifests[name].append([rel, subj.id, v + 1, score,
+                                 int(score >= spec.label_threshold), subj.sex, subj.birth_year])
+    plan.jobs.append((str(out_dir / name / rel), cam.to_dict(), subj.signature, dyn,
+                      float(seconds), [seed, 4, s, j, v]))
+    plan.truth.append({"site": name, "subject": subj.id, "visit": v + 1,
+                       "video": f"{name}/{rel}", "severity": z, "score": score,
+                       "trajectory": subj.trajectory, "habits": subj.habits,
+                       "dynamics": dyn, "frames": int(max(1, round(seconds * cam.fps)))})
+
+
+def _plan_site(plan: _Plan, out_dir: Path, spec: _Spec, s: int,
+               fmt: tuple[int, int, float]) -> None:
+    """Draw site ``s``'s camera (generator ``[seed, 1, s]``) and its subjects (``[seed, 2,
+    s, j]``), then plan each subject's visits in order."""
+    name = _site_name(s)
+    cam = sample_camera(np.random.default_rng([spec.seed, 1, s]), fmt)
+    plan.cameras[name] = cam.to_dict()
+    plan.manifests.setdefault(name, [])
+    for j in range(spec.subjects):
+        subj = sample_subject(np.random.default_rng([spec.seed, 2, s, j]), site=s, index=j,
+                              visits=spec.visits, severity_mean=plan.means[s])
+        plan.subjects[subj.id] = _subject_record(subj, name)
+        for v in range(spec.visits):
+            _plan_visit(plan, out_dir, spec, name, cam, subj, s, j, v)
+
+
+def _plan_cohort(out_dir: Path, spec: _Spec) -> _Plan:
+    """Draw the whole cohort but the videos: site severity means (generator ``[seed,
+    11]``), site video formats (``[seed, 12]``), then each site in order."""
+    means = site_severity_means(spec.sites, np.random.default_rng([spec.seed, 11]))
+    formats = site_formats(spec.sites, np.random.default_rng([spec.seed, 12]))
+    plan = _Plan(means)
+    for s in range(spec.sites):
+        _plan_site(plan, out_dir, spec, s, formats[s])
+    return plan
+
+
+def _render_all(jobs: list[tuple], workers: int, progress: bool) -> int:
+    """Render every video (in a process pool when ``workers > 1``); return the frame total."""
+    frames_total = 0
+    if workers > 1 and len(jobs) > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods()
+                             and sys.platform != "darwin" else "spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            for _, n in pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+                frames_total += n
+    else:
+        it = jobs
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(jobs, desc="synth", unit="video", file=sys.stderr)
+        for job in it:
+            frames_total += _render_job(job)[1]
+    return frames_total
+
+
+def _write_sites(out_dir: Path, plan: _Plan, spec: _Spec) -> None:
+    """Write each site's manifest.csv and site.json."""
+    header = ["video", "subject", "visit", "score", "label", "sex", "birth_year"]
+    for name, rows in plan.manifests.items():
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        atomic_write_bytes(out_dir / name / "manifest.csv", buf.getvalue().encode())
+        atomic_write_json(out_dir / name / "site.json",
+                          {"scale": spec.scale, "score_max": spec.score_max,
+                           "label_threshold": spec.label_threshold, "face_crops": True,
+                           "synthetic": True, "camera": plan.cameras[name]})
+
+
+def _write_oracle(out_dir: Path, plan: _Plan, spec: _Spec) -> dict:
+    """Compute the error floor, add the per-visit truth (rounded, without habits) and the
+    per-subject records, write oracle.json and return it."""
+    oracle = compute_oracle(plan.truth, score_max=spec.score_max, rater_sd=spec.rater_sd,
+                            confound=spec.confound)
+    oracle["visits"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()
+                         if k not in ("habits",)} | {"dynamics": {k: round(x, 6) for k, x in
+                                                                  t["dynamics"].items()}}
+                        for t in plan.truth]
+    oracle["subjects"] = plan.subjects
+    atomic_write_json(out_dir / "oracle.json", oracle)
+    return oracle
+
+
+def _write_meta(out_dir: Path, plan: _Plan, spec: _Spec, oracle: dict,
+                frames_total: int) -> None:
+    """Write cohort.json (last: its presence marks a complete cohort)."""
+    manifests = plan.manifests
+    meta = {"generator": "mpdrm.data.synth", "version": GENERATOR_VERSION,
+            "params": spec.params(), "scale": spec.scale, "score_max": spec.score_max,
+            "label_threshold": spec.label_threshold,
+            "sites": list(manifests), "site_severity_means": dict(zip(manifests, plan.means)),
+            "cameras": plan.cameras, "habits": list(HABITS), "channels": channel_table(),
+            "videos": plan.videos, "frames_total": frames_total,
+            "oracle": {"rmse": oracle["raw"]["rmse"], "mae": oracle["raw"]["mae"],
+                       "rmse_normalised": oracle["normalised"]["rmse"],
+                       "mae_normalised": oracle["normalised"]["mae"]}}
+    atomic_write_json(out_dir / "cohort.json", meta)
+
+
 def generate_cohort(out_dir: str | os.PathLike, *, sites: int = 3, subjects: int = 8,
                     visits: int = 3, seconds: float = 8.0, seed: int = 0,
                     confound: float = 1.0, rater_sd: float = 1.5, score_max: int = 27,
@@ -84,109 +270,16 @@ def generate_cohort(out_dir: str | os.PathLike, *, sites: int = 3, subjects: int
     same parameters. An existing cohort with other parameters is replaced; a non-empty folder
     that is not a cohort is refused.
     """
-    if sites < 1 or subjects < 1 or visits < 1:
-        raise ValueError("sites, subjects and visits must be >= 1")
-    if seconds <= 0:
-        raise ValueError("seconds must be > 0")
-    if confound < 0:
-        raise ValueError("confound must be >= 0")
+    _check_counts(sites, subjects, visits, seconds, confound)
     out_dir = Path(out_dir)
-    params = dict(sites=int(sites), subjects=int(subjects), visits=int(visits),
-                  seconds=float(seconds), seed=int(seed), confound=float(confound),
-                  rater_sd=float(rater_sd), score_max=int(score_max), scale=scale,
-                  label_threshold=int(label_threshold))
-    if reuse and _same_cohort(out_dir, params):
+    spec = _Spec(sites, subjects, visits, seconds, seed, confound, rater_sd, score_max, scale,
+                 label_threshold)
+    if reuse and _same_cohort(out_dir, spec.params()):
         return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / "cohort.json").exists() and not any(out_dir.glob("site-*/manifest.csv")):
-            raise FileExistsError(f"{out_dir} is not empty and holds no synthetic cohort; "
-                                  "refusing to write into it")
-        for p in out_dir.glob("site-*"):
-            if p.is_dir():
-                shutil.rmtree(p)
-        for name in ("cohort.json", "oracle.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    means = site_severity_means(sites, np.random.default_rng([seed, 11]))
-    formats = site_formats(sites, np.random.default_rng([seed, 12]))
-    cameras: dict[str, dict] = {}
-    jobs: list[tuple] = []
-    truth: list[dict] = []
-    subjects_out: dict[str, dict] = {}
-    manifests: dict[str, list[list]] = {}
-    video_paths: list[str] = []
-    for s in range(sites):
-        name = _site_name(s)
-        cam = sample_camera(np.random.default_rng([seed, 1, s]), formats[s])
-        cameras[name] = cam.to_dict()
-        rows = manifests.setdefault(name, [])
-        for j in range(subjects):
-            subj = sample_subject(np.random.default_rng([seed, 2, s, j]), site=s, index=j,
-                                  visits=visits, severity_mean=means[s])
-            subjects_out[subj.id] = {"site": name, "trajectory": subj.trajectory,
-                                     "habits": {k: round(v, 6) for k, v in subj.habits.items()},
-                                     "signature": {k: (round(v, 6) if isinstance(v, float) else v)
-                                                   for k, v in asdict(subj.signature).items()},
-                                     "severity": [round(z, 6) for z in subj.severity]}
-            for v in range(visits):
-                z = subj.severity[v]
-                score = score_from_severity(np.random.default_rng([seed, 3, s, j, v]), z,
-                                            score_max, rater_sd)
-                dyn = visit_dynamics(z, subj.habits, confound)
-                rel = f"videos/{subj.id}_v{v + 1}.mp4"
-                video_paths.append(f"{name}/{rel}")
-                rows.append([rel, subj.id, v + 1, score, int(score >= label_threshold),
-                             subj.sex, subj.birth_year])
-                jobs.append((str(out_dir / name / rel), cam.to_dict(), subj.signature, dyn,
-                             float(seconds), [seed, 4, s, j, v]))
-                truth.append({"site": name, "subject": subj.id, "visit": v + 1,
-                              "video": f"{name}/{rel}", "severity": z, "score": score,
-                              "trajectory": subj.trajectory, "habits": subj.habits,
-                              "dynamics": dyn,
-                              "frames": int(max(1, round(seconds * cam.fps)))})
-
-    frames_total = 0
-    if workers > 1 and len(jobs) > 1:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods()
-                             and sys.platform != "darwin" else "spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-            for _, n in pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
-                frames_total += n
-    else:
-        it = jobs
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(jobs, desc="synth", unit="video", file=sys.stderr)
-        for job in it:
-            frames_total += _render_job(job)[1]
-
-    header = ["video", "subject", "visit", "score", "label", "sex", "birth_year"]
-    for name, rows in manifests.items():
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        atomic_write_bytes(out_dir / name / "manifest.csv", buf.getvalue().encode())
-        atomic_write_json(out_dir / name / "site.json",
-                          {"scale": scale, "score_max": score_max,
-                           "label_threshold": label_threshold, "face_crops": True,
-                           "synthetic": True, "camera": cameras[name]})
-
-    oracle = compute_oracle(truth, score_max=score_max, rater_sd=rater_sd, confound=confound)
-    oracle["visits"] = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.items()
-                         if k not in ("habits",)} | {"dynamics": {k: round(x, 6) for k, x in
-                                                                  t["dynamics"].items()}}
-                        for t in truth]
-    oracle["subjects"] = subjects_out
-    atomic_write_json(out_dir / "oracle.json", oracle)
-    meta = {"generator": "mpdrm.data.synth", "version": GENERATOR_VERSION, "params": params,
-            "scale": scale, "score_max": score_max, "label_threshold": label_threshold,
-            "sites": list(manifests), "site_severity_means": dict(zip(manifests, means)),
-            "cameras": cameras, "habits": list(HABITS), "channels": channel_table(),
-            "videos": video_paths, "frames_total": frames_total,
-            "oracle": {"rmse": oracle["raw"]["rmse"], "mae": oracle["raw"]["mae"],
-                       "rmse_normalised": oracle["normalised"]["rmse"],
-                       "mae_normalised": oracle["normalised"]["mae"]}}
-    atomic_write_json(out_dir / "cohort.json", meta)
+    _clear_out_dir(out_dir)
+    plan = _plan_cohort(out_dir, spec)
+    frames_total = _render_all(plan.jobs, workers, progress)
+    _write_sites(out_dir, plan, spec)
+    oracle = _write_oracle(out_dir, plan, spec)
+    _write_meta(out_dir, plan, spec, oracle, frames_total)
     return out_dir
