@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from .cache import ClipCache, DigestIndex, atomic_write_json, cache_root, fingerprint, write_index
 from .clips import clip_starts, cut_clips, window_length
 from .face import HaarDetector, centre_square, crop_square, pick_box, smooth_track
-from .manifest import read_manifest, site_info
+from .manifest import Manifest, Row, read_manifest, site_info
 from .video import DecodeStats, VideoError, iter_frames
 
 DETECTORS = ("auto", "haar", "none")
@@ -112,6 +113,119 @@ def _finish_frame(crop: np.ndarray, grayscale: bool) -> np.ndarray:
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
 
 
+def _centre_crops(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats,
+                  meta: dict[str, Any]) -> list[np.ndarray]:
+    """``detector="none"``: the frame is the face crop; take its centred square.
+    ``meta["face_rate"]`` is None (nothing was detected)."""
+    meta["face_rate"] = None
+    return [_finish_frame(centre_square(frame, cfg.size), cfg.grayscale)
+            for frame in iter_frames(path, cfg.fps, stats)]
+
+
+@dataclass
+class _FaceScan:
+    """One decoding pass of the Haar path: the raw box per frame (None when not checked
+    or nothing found), whether each frame had a detection, how many frames were checked,
+    and the decoded frames when they fit the memory budget (None: decode again)."""
+
+    raw: list[np.ndarray | None]
+    detected: list[bool]
+    checked: int
+    kept: list[np.ndarray] | None
+
+
+def _scan_faces(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats) -> _FaceScan:
+    """Run the Haar cascade on every ``detect_every``-th frame, searching near a box found
+    in the last second first (ROI tracking); keep the frames while they fit
+    ``memory_budget_mb``."""
+    det = HaarDetector(detect_max_side=cfg.detect_max_side)
+    scan = _FaceScan(raw=[], detected=[], checked=0, kept=[])
+    budget = cfg.memory_budget_mb * 1e6
+    held = 0
+    prev, prev_i = None, -10**9
+    for i, frame in enumerate(iter_frames(path, cfg.fps, stats)):
+        box = None
+        if i % cfg.detect_every == 0:
+            scan.checked += 1
+            near = prev if i - prev_i <= cfg.fps else None
+            box = pick_box(det.detect(frame, near=near), prev)
+            if box is not None:
+                prev, prev_i = box, i
+        scan.raw.append(box)
+        scan.detected.append(box is not None)
+        if scan.kept is not None:
+            held += frame.nbytes
+            scan.kept.append(frame)
+            if held > budget:
+                scan.kept = None          # too long to hold: decode again later
+    return scan
+
+
+def _check_faces(frames: int, n_det: int, checked: int, cfg: PrepareConfig) -> None:
+    """Raise :class:`VideoError` when no frame decoded, no face was found, or faces were
+    found on fewer than ``min_face_rate`` of the checked frames."""
+    if frames == 0:
+        raise VideoError("not_video", "not a readable video (no frame can be decoded)")
+    if n_det == 0:
+        raise VideoError("no_face", f"no face detected in any of {checked} checked "
+                                    f"frames (Haar frontal-face cascade)")
+    if n_det / max(checked, 1) < cfg.min_face_rate:
+        raise VideoError("no_face", f"face detected in only {n_det} of {checked} "
+                                    f"frames ({n_det / checked:.0%} < "
+                                    f"min_face_rate {cfg.min_face_rate:.0%})")
+
+
+def _crop_track(path: str | os.PathLike, cfg: PrepareConfig, track: np.ndarray,
+                kept: list[np.ndarray] | None) -> list[np.ndarray]:
+    """Crop each frame (the kept ones, else decoded again) around its smoothed box, the
+    side widened by ``margin`` on each side."""
+    crops: list[np.ndarray] = []
+    frames_iter = kept if kept is not None else iter_frames(path, cfg.fps, DecodeStats())
+    for i, frame in enumerate(frames_iter):
+        if i >= len(track):
+            break
+        cx, cy, side = track[i]
+        crop = crop_square(frame, cx, cy, side * (1 + 2 * cfg.margin), cfg.size)
+        crops.append(_finish_frame(crop, cfg.grayscale))
+    return crops
+
+
+def _haar_crops(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats,
+                out: VideoOutcome) -> list[np.ndarray]:
+    """``detector="haar"``: detect, check the face rate (``meta["face_rate"]``), smooth the
+    track (``out.detected``, ``out.track``) and crop every frame along it."""
+    scan = _scan_faces(path, cfg, stats)
+    n_det = int(sum(scan.detected))
+    out.meta["face_rate"] = round(n_det / max(scan.checked, 1), 4)
+    out.detected = np.asarray(scan.detected, bool)
+    _check_faces(len(scan.raw), n_det, scan.checked, cfg)
+    track = smooth_track(scan.raw, median_window=cfg.median_window,
+                         smooth_window=cfg.smooth_window)
+    out.track = track
+    return _crop_track(path, cfg, track, scan.kept)
+
+
+def _cut(crops: list[np.ndarray], cfg: PrepareConfig, stats: DecodeStats,
+         out: VideoOutcome) -> None:
+    """Record the decoding facts in ``out.meta`` and cut the clips into ``out.clips``
+    (status ``ok``). Raises :class:`VideoError` ``too_short`` when no clip window fits."""
+    meta = out.meta
+    n = len(crops)
+    meta.update(frames=n, source_frames=stats.source_frames,
+                source_fps=round(stats.fps_in, 4), fps=cfg.fps,
+                fps_assumed=stats.fps_assumed,
+                duration_s=round(stats.source_frames / stats.fps_in, 3) if stats.fps_in else 0,
+                width=stats.width, height=stats.height)
+    starts = clip_starts(n, cfg.frames, cfg.stride, cfg.hop, cfg.max_clips)
+    if not starts:
+        raise VideoError("too_short",
+                         f"video too short: {n} frames at {cfg.fps:g} fps "
+                         f"({n / cfg.fps:.2f} s) < one clip window of {cfg.window} frames "
+                         f"({cfg.window_seconds:.2f} s)")
+    out.clips = cut_clips(np.stack(crops), starts, cfg.frames, cfg.stride)
+    meta.update(status="ok", clips=len(starts), clip_starts=starts)
+
+
 def process_video(path: str | os.PathLike, cfg: PrepareConfig) -> VideoOutcome:
     """Run the pipeline on one file. Never raises for a bad video: the outcome's
     ``meta["status"]`` is ``"ok"`` or ``"skipped"`` with ``meta["reason"]``."""
@@ -122,72 +236,11 @@ def process_video(path: str | os.PathLike, cfg: PrepareConfig) -> VideoOutcome:
     meta: dict[str, Any] = {"status": "skipped", "detector": cfg.detector}
     out = VideoOutcome(meta)
     try:
-        crops: list[np.ndarray] = []
         if cfg.detector == "none":
-            meta["face_rate"] = None          # no detector: the frame is the face crop
-            for frame in iter_frames(path, cfg.fps, stats):
-                crops.append(_finish_frame(centre_square(frame, cfg.size), cfg.grayscale))
+            crops = _centre_crops(path, cfg, stats, meta)
         else:
-            det = HaarDetector(detect_max_side=cfg.detect_max_side)
-            raw: list[np.ndarray | None] = []
-            detected: list[bool] = []
-            kept: list[np.ndarray] | None = []
-            budget = cfg.memory_budget_mb * 1e6
-            held = 0
-            checked = 0
-            prev, prev_i = None, -10**9
-            for i, frame in enumerate(iter_frames(path, cfg.fps, stats)):
-                box = None
-                if i % cfg.detect_every == 0:
-                    checked += 1
-                    # search near a box found in the last second first (ROI tracking)
-                    near = prev if i - prev_i <= cfg.fps else None
-                    box = pick_box(det.detect(frame, near=near), prev)
-                    if box is not None:
-                        prev, prev_i = box, i
-                raw.append(box)
-                detected.append(box is not None)
-                if kept is not None:
-                    held += frame.nbytes
-                    kept.append(frame)
-                    if held > budget:
-                        kept = None          # too long to hold: decode again below
-            n_det = int(sum(detected))
-            meta["face_rate"] = round(n_det / max(checked, 1), 4)
-            out.detected = np.asarray(detected, bool)
-            if len(raw) == 0:
-                raise VideoError("not_video", "not a readable video (no frame can be decoded)")
-            if n_det == 0:
-                raise VideoError("no_face", f"no face detected in any of {checked} checked "
-                                            f"frames (Haar frontal-face cascade)")
-            if n_det / max(checked, 1) < cfg.min_face_rate:
-                raise VideoError("no_face", f"face detected in only {n_det} of {checked} "
-                                            f"frames ({n_det / checked:.0%} < "
-                                            f"min_face_rate {cfg.min_face_rate:.0%})")
-            track = smooth_track(raw, median_window=cfg.median_window,
-                                 smooth_window=cfg.smooth_window)
-            out.track = track
-            frames_iter = kept if kept is not None else iter_frames(path, cfg.fps, DecodeStats())
-            for i, frame in enumerate(frames_iter):
-                if i >= len(track):
-                    break
-                cx, cy, side = track[i]
-                crop = crop_square(frame, cx, cy, side * (1 + 2 * cfg.margin), cfg.size)
-                crops.append(_finish_frame(crop, cfg.grayscale))
-        n = len(crops)
-        meta.update(frames=n, source_frames=stats.source_frames,
-                    source_fps=round(stats.fps_in, 4), fps=cfg.fps,
-                    fps_assumed=stats.fps_assumed,
-                    duration_s=round(stats.source_frames / stats.fps_in, 3) if stats.fps_in else 0,
-                    width=stats.width, height=stats.height)
-        starts = clip_starts(n, cfg.frames, cfg.stride, cfg.hop, cfg.max_clips)
-        if not starts:
-            raise VideoError("too_short",
-                             f"video too short: {n} frames at {cfg.fps:g} fps "
-                             f"({n / cfg.fps:.2f} s) < one clip window of {cfg.window} frames "
-                             f"({cfg.window_seconds:.2f} s)")
-        out.clips = cut_clips(np.stack(crops), starts, cfg.frames, cfg.stride)
-        meta.update(status="ok", clips=len(starts), clip_starts=starts)
+            crops = _haar_crops(path, cfg, stats, out)
+        _cut(crops, cfg, stats, out)
     except VideoError as e:
         meta.update(reason=str(e), kind=e.kind, frames=stats.frames,
                     source_frames=stats.source_frames)
@@ -258,6 +311,127 @@ def _mp_context():
     return mp.get_context("fork" if "fork" in methods and sys.platform != "darwin" else "spawn")
 
 
+def _new_entry(row: Row) -> dict[str, Any]:
+    """A report entry with the manifest row's fields."""
+    return {"video": row.video, "line": row.line, "subject": row.subject,
+            "visit": row.visit, "score": row.score, "label": row.label, "split": row.split}
+
+
+def _mark_skipped(e: dict[str, Any], row: Row, site_dir: Path,
+                 files: dict[str, list[int] | None]) -> bool:
+    """Mark ``e`` skipped when the row has manifest problems or its video is not a regular
+    file (then its fingerprint goes to ``files``); return whether it was skipped."""
+    if not row.ok:
+        e.update(status="skipped", kind="manifest", reason="; ".join(row.all_problems),
+                 clips=0)
+        return True
+    path = site_dir / row.video
+    if not path.is_file():
+        e.update(status="skipped", kind="missing",
+                 reason="file not found" if not path.exists() else "not a regular file",
+                 clips=0)
+        files[row.video] = fingerprint(path)
+        return True
+    return False
+
+
+def _triage(manifest: Manifest, site_dir: Path, cache: ClipCache, digests: DigestIndex,
+            files: dict[str, list[int] | None], reuse: bool
+            ) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
+    """One entry per manifest row: skipped, a cache hit (``reuse``), or to do. Returns the
+    entries and the jobs ``(entry index, video path, digest)``; records each video's
+    fingerprint in ``files``."""
+    entries: list[dict[str, Any]] = []
+    todo: list[tuple[int, str, str]] = []
+    for row in manifest.rows:
+        e = _new_entry(row)
+        entries.append(e)
+        if _mark_skipped(e, row, site_dir, files):
+            continue
+        path = site_dir / row.video
+        digest = digests.digest(row.video, path)
+        files[row.video] = digests.entries[row.video][:2]
+        e["digest"] = digest
+        meta = cache.get(digest) if reuse else None
+        if meta is not None:
+            e.update(meta)
+            e["cache"] = "hit"
+        else:
+            todo.append((len(entries) - 1, str(path), digest))
+    return entries, todo
+
+
+def _progress_bar(site_dir: Path, total: int, done: int, progress: bool) -> Any:
+    """A tqdm bar on stderr already advanced by ``done`` (None without tqdm)."""
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=f"prepare {site_dir.name}", unit="video",
+                   disable=not progress, file=sys.stderr, leave=True)
+    except ImportError:  # pragma: no cover
+        return None
+    bar.update(done)
+    return bar
+
+
+def _run_pool(todo: list[tuple[int, str, str]], cfg: PrepareConfig, params: dict,
+              site_dir: Path, workers: int, done: Callable[[int, dict], None]) -> None:
+    """Process the jobs in ``workers`` processes, reporting each as it completes; on any
+    error (or interrupt) cancel the jobs not yet started and re-raise."""
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_mp_context(),
+                             initializer=_worker_init) as pool:
+        futs = {pool.submit(_run_one, path, digest, cfg, params, str(site_dir)): i
+                for i, path, digest in todo}
+        try:
+            for fut in as_completed(futs):
+                done(futs[fut], fut.result())
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+
+
+def _run_todo(entries: list[dict[str, Any]], todo: list[tuple[int, str, str]],
+              cfg: PrepareConfig, params: dict, site_dir: Path, workers: int,
+              progress: bool) -> int:
+    """Process the videos not in the cache (serially, or in a pool when ``workers > 1``
+    and there is more than one), merge each outcome into its entry (``cache`` miss), show
+    progress. Returns the worker count used (>= 1)."""
+    bar = _progress_bar(site_dir, len(entries), len(entries) - len(todo), progress)
+
+    def done(i: int, meta: dict) -> None:
+        entries[i].update(meta)
+        entries[i]["cache"] = "miss"
+        if bar is not None:
+            bar.update(1)
+
+    workers = max(1, int(workers))
+    if workers == 1 or len(todo) <= 1:
+        for i, path, digest in todo:
+            done(i, _run_one(path, digest, cfg, params, str(site_dir)))
+    else:
+        _run_pool(todo, cfg, params, site_dir, workers, done)
+    if bar is not None:
+        bar.close()
+    return workers
+
+
+def _report(result: PrepareResult, params: dict, workers: int) -> dict[str, Any]:
+    """The content of report.json: parameters, totals, every entry (without clip_starts)."""
+    entries = result.entries
+    return {
+        "site": result.site_dir.name,
+        "params_key": result.params_key,
+        "params": params,
+        "workers": workers,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "totals": {"videos": len(entries), "ok": len(result.ok),
+                   "skipped": len(result.skipped), "clips": result.num_clips,
+                   "frames": sum(e.get("frames", 0) or 0 for e in result.ok),
+                   "cache_hits": result.cache_hits, "cache_misses": result.cache_misses},
+        "videos": [{k: v for k, v in e.items() if k != "clip_starts"} for e in entries],
+    }
+
+
 def prepare_site(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None, *,
                  workers: int = 1, progress: bool = True, reuse: bool = True,
                  score_max: float | None = None) -> PrepareResult:
@@ -276,85 +450,13 @@ def prepare_site(site_dir: str | os.PathLike, cfg: PrepareConfig | None = None, 
     params = cfg.cache_params()
     cache = ClipCache(site_dir, params)
     digests = DigestIndex(site_dir)
-
-    entries: list[dict[str, Any]] = []
-    todo: list[tuple[int, str, str]] = []
-    for row in manifest.rows:
-        e: dict[str, Any] = {"video": row.video, "line": row.line, "subject": row.subject,
-                             "visit": row.visit, "score": row.score, "label": row.label,
-                             "split": row.split}
-        entries.append(e)
-        if not row.ok:
-            e.update(status="skipped", kind="manifest", reason="; ".join(row.all_problems),
-                     clips=0)
-            continue
-        path = site_dir / row.video
-        if not path.is_file():
-            e.update(status="skipped", kind="missing",
-                     reason="file not found" if not path.exists() else "not a regular file",
-                     clips=0)
-            files[row.video] = fingerprint(path)
-            continue
-        digest = digests.digest(row.video, path)
-        files[row.video] = digests.entries[row.video][:2]
-        e["digest"] = digest
-        meta = cache.get(digest) if reuse else None
-        if meta is not None:
-            e.update(meta)
-            e["cache"] = "hit"
-        else:
-            todo.append((len(entries) - 1, str(path), digest))
+    entries, todo = _triage(manifest, site_dir, cache, digests, files, reuse)
     digests.save()
     cache.ensure()
-
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=len(entries), desc=f"prepare {site_dir.name}", unit="video",
-                   disable=not progress, file=sys.stderr, leave=True)
-    except ImportError:  # pragma: no cover
-        bar = None
-    if bar is not None:
-        bar.update(len(entries) - len(todo))
-
-    def done(i: int, meta: dict) -> None:
-        entries[i].update(meta)
-        entries[i]["cache"] = "miss"
-        if bar is not None:
-            bar.update(1)
-
-    workers = max(1, int(workers))
-    if workers == 1 or len(todo) <= 1:
-        for i, path, digest in todo:
-            done(i, _run_one(path, digest, cfg, params, str(site_dir)))
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_mp_context(),
-                                 initializer=_worker_init) as pool:
-            futs = {pool.submit(_run_one, path, digest, cfg, params, str(site_dir)): i
-                    for i, path, digest in todo}
-            try:
-                for fut in as_completed(futs):
-                    done(futs[fut], fut.result())
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                raise
-    if bar is not None:
-        bar.close()
-
+    workers = _run_todo(entries, todo, cfg, params, site_dir, workers, progress)
     result = PrepareResult(site_dir, cfg, cache.key, entries,
                            wall_seconds=time.perf_counter() - t0, score_max=manifest.score_max)
-    report = {
-        "site": site_dir.name,
-        "params_key": cache.key,
-        "params": params,
-        "workers": workers,
-        "wall_seconds": round(result.wall_seconds, 3),
-        "totals": {"videos": len(entries), "ok": len(result.ok),
-                   "skipped": len(result.skipped), "clips": result.num_clips,
-                   "frames": sum(e.get("frames", 0) or 0 for e in result.ok),
-                   "cache_hits": result.cache_hits, "cache_misses": result.cache_misses},
-        "videos": [{k: v for k, v in e.items() if k != "clip_starts"} for e in entries],
-    }
+    report = _report(result, params, workers)
     result.report_path = cache_root(site_dir) / "report.json"
     atomic_write_json(result.report_path, report)
     write_index(site_dir, cache.key, params, score_max=manifest.score_max,
