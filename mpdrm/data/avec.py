@@ -66,19 +66,15 @@ def read_label(path: Path) -> float | None:
     return float(m.group()) if m else None
 
 
-def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
-                 mode: str = "symlink", split_from_partition: bool = False) -> AvecResult:
-    """Build a site folder at ``out_dir`` from an AVEC2013/2014 tree at ``root``.
-    ``mode``: ``symlink`` | ``hardlink`` | ``copy``. ``split_from_partition``: write a
-    ``split`` column (Training/Development -> train, Testing -> test)."""
-    if mode not in ("symlink", "hardlink", "copy"):
-        raise ValueError("mode must be symlink, hardlink or copy")
-    root, out_dir = Path(root).resolve(), Path(out_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    videos: list[tuple[Path, str, int, str]] = []
-    csvs: list[tuple[Path, tuple[str, int]]] = []
-    res = AvecResult(out_dir)
+_Key = tuple[str, int]                   # (subject, visit)
+_Video = tuple[Path, str, int, str]      # (path, subject, visit, task)
+
+
+def _scan(root: Path) -> tuple[list[_Video], list[tuple[Path, _Key]]]:
+    """Every file under ``root`` (sorted) named ``<subject>_<visit>[_<rest>]``: the videos
+    (by extension) and the CSV files with their ``(subject, visit)``."""
+    videos: list[_Video] = []
+    csvs: list[tuple[Path, _Key]] = []
     for path in sorted(root.rglob("*")):
         if not path.is_file():
             continue
@@ -90,11 +86,21 @@ def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
             videos.append((path, key[0], key[1], _task(m["rest"])))
         elif path.suffix.lower() == ".csv":
             csvs.append((path, key))
-    # label files: the *_Depression.csv ones when present (other CSVs may be features)
+    return videos, csvs
+
+
+def _read_labels(csvs: list[tuple[Path, _Key]], res: AvecResult
+                 ) -> tuple[dict[_Key, tuple[float, Path]], set[_Key]]:
+    """The score of each ``(subject, visit)`` and the file it came from, plus the keys whose
+    label files disagree (reported in ``res.conflicts``, left out of the labels' use).
+
+    Only the ``*_Depression.csv`` files count when there are any (other CSVs may be
+    features); files holding no number are ignored.
+    """
     if any("depress" in p.stem.lower() for p, _ in csvs):
         csvs = [(p, k) for p, k in csvs if "depress" in p.stem.lower()]
-    labels: dict[tuple[str, int], tuple[float, Path]] = {}
-    conflicted: set[tuple[str, int]] = set()
+    labels: dict[_Key, tuple[float, Path]] = {}
+    conflicted: set[_Key] = set()
     for path, key in csvs:
         value = read_label(path)
         if value is None:
@@ -105,10 +111,31 @@ def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
             conflicted.add(key)
             continue
         labels[key] = (value, path)
+    return labels, conflicted
+
+
+def _place(path: Path, dest: Path, mode: str) -> None:
+    """Put ``path`` at ``dest`` (replacing what is there) as a symlink, hard link or copy."""
+    if dest.exists() or dest.is_symlink():
+        dest.unlink()
+    if mode == "symlink":
+        dest.symlink_to(path)
+    elif mode == "hardlink":
+        os.link(path, dest)
+    else:
+        shutil.copy2(path, dest)
+
+
+def _place_videos(videos: list[_Video], labels: dict[_Key, tuple[float, Path]],
+                  conflicted: set[_Key], root: Path, out_dir: Path, mode: str,
+                  split_from_partition: bool, res: AvecResult) -> tuple[list[list], set[_Key]]:
+    """Place every labelled video under ``out_dir/videos`` and return the manifest rows and
+    the labels used. Unlabelled (or conflicted) videos go to ``res.unlabelled``; a file name
+    seen before is prefixed with its partition."""
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
     used_names: set[str] = set()
-    used_keys: set[tuple[str, int]] = set()
+    used_keys: set[_Key] = set()
     for path, subject, visit, task in videos:
         key = (subject, visit)
         if key not in labels or key in conflicted:
@@ -118,20 +145,16 @@ def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
         part = _partition(path, root)
         name = path.name if path.name not in used_names else f"{part}_{path.name}"
         used_names.add(name)
-        dest = out_dir / "videos" / name
-        if dest.exists() or dest.is_symlink():
-            dest.unlink()
-        if mode == "symlink":
-            dest.symlink_to(path)
-        elif mode == "hardlink":
-            os.link(path, dest)
-        else:
-            shutil.copy2(path, dest)
+        _place(path, out_dir / "videos" / name, mode)
         row = [f"videos/{name}", subject, visit, f"{labels[key][0]:g}", task, part]
         if split_from_partition:
             row.append("test" if part == "Testing" else "train")
         rows.append(row)
-    res.orphan_labels = sorted(f"{s}_{v}" for (s, v) in labels if (s, v) not in used_keys)
+    return rows, used_keys
+
+
+def _write_site(out_dir: Path, rows: list[list], split_from_partition: bool) -> None:
+    """Write ``manifest.csv`` and the BDI-II ``site.json``."""
     header = ["video", "subject", "visit", "score", "task", "partition"]
     if split_from_partition:
         header.append("split")
@@ -143,6 +166,25 @@ def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
     atomic_write_json(out_dir / "site.json", {"scale": "BDI-II", "score_max": BDI_MAX,
                                               "label_threshold": BDI_THRESHOLD,
                                               "source": "AVEC2013/2014", "face_crops": False})
+
+
+def convert_avec(root: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 mode: str = "symlink", split_from_partition: bool = False) -> AvecResult:
+    """Build a site folder at ``out_dir`` from an AVEC2013/2014 tree at ``root``.
+    ``mode``: ``symlink`` | ``hardlink`` | ``copy``. ``split_from_partition``: write a
+    ``split`` column (Training/Development -> train, Testing -> test)."""
+    if mode not in ("symlink", "hardlink", "copy"):
+        raise ValueError("mode must be symlink, hardlink or copy")
+    root, out_dir = Path(root).resolve(), Path(out_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    res = AvecResult(out_dir)
+    videos, csvs = _scan(root)
+    labels, conflicted = _read_labels(csvs, res)
+    rows, used_keys = _place_videos(videos, labels, conflicted, root, out_dir, mode,
+                                    split_from_partition, res)
+    res.orphan_labels = sorted(f"{s}_{v}" for (s, v) in labels if (s, v) not in used_keys)
+    _write_site(out_dir, rows, split_from_partition)
     res.videos = len(rows)
     res.subjects = len({r[1] for r in rows})
     return res
