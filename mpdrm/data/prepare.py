@@ -307,8 +307,11 @@ def _run_one(path: str, digest: str, cfg: PrepareConfig, cache_params: dict,
 
 
 def _mp_context():
+    """Workers start from a clean interpreter (``forkserver``, else ``spawn``), never by
+    ``fork``: a forked copy of a process that already used OpenCV's thread pool can hang
+    in ``cv2.setNumThreads`` (seen once while preparing with 2 workers after a Haar run)."""
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods and sys.platform != "darwin" else "spawn")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _new_entry(row: Row) -> dict[str, Any]:
