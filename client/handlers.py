@@ -23,6 +23,7 @@ from mpdrm.contract.runconfig import build, merged
 from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
 from mpdrm.contract.sites import derive_seed
+from mpdrm.inference.keep import MODEL_SUBDIR, keep_site_model, personality_of
 
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
 from .site import Site, resolve_site
@@ -149,6 +150,21 @@ def handle_evaluate(message: Message, context: Context, overrides: Mapping[str, 
     s = open_session(message, context, overrides, for_round=server_round + 1)
     results = evaluate(s.model, eval_loader(s.data.test, s.cfg), task=str(s.cfg["data.task"]),
                        **personality_source(s.data, s.cfg))
+    keep_model(s, context, server_round)
     metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
     metrics.update({"num-examples": int(len(s.data.test)), "site-id": int(s.site.site_id)})
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+
+
+def keep_model(s: SiteSession, context: Context, server_round: int) -> None:
+    """Write ``STATE_DIR/model/``: the evaluated model (global shared + local) and what scoring needs.
+
+    Written atomically at every evaluation (``mpdrm.inference.keep.keep_site_model``); it
+    never leaves the site. A failed write is logged and does not fail the evaluation.
+    """
+    try:
+        keep_site_model(s.site.state_dir / MODEL_SUBDIR, s.model, s.data, s.cfg, site=s.site.name,
+                        run_id=int(context.run_id) if context.run_id else None, server_round=server_round,
+                        personality=personality_of(s.cfg))
+    except OSError as error:
+        log.warning("site %s round %d: model directory not written (%s)", s.site.name, server_round, error)
