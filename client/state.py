@@ -1,6 +1,6 @@
 """The site's private state: kept in ``context.state`` and on disk, written atomically.
 
-The state is a plain dict (``torch.save``-able)::
+The state is a plain dict of data (no objects)::
 
     {"round": int,                 # last completed training round at this site
      "local": {name: Tensor},      # parameters that never leave the site
@@ -8,37 +8,43 @@ The state is a plain dict (``torch.save``-able)::
      "dp": dict | None,            # DP accountant history (client-side DP)
      "site": str}                  # the site's folder name
 
-On disk it lives in ``STATE_DIR/site_state.pt``; the previous version is kept as
-``site_state.prev.pt`` so that a server resumed from round ``k`` finds the site's
-state of round ``k`` even if the site had already trained round ``k + 1``.
+On disk it lives in ``STATE_DIR/site_state.safetensors`` (:mod:`mpdrm.tensorfile`: data
+only, never executed when read back); the previous version is kept as
+``site_state.prev.safetensors`` so that a server resumed from round ``k`` finds the site's
+state of round ``k`` even if the site had already trained round ``k + 1``, and so that a
+damaged current file (a torn write, a full disk) falls back to the previous state with a
+WARNING. A ``site_state.pt`` of an older version (a pickle) is refused, never loaded.
 """
 from __future__ import annotations
 
-import io
-import os
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import ConfigRecord, Context
+from flwr.supercore import log
 
+from mpdrm import tensorfile
 from mpdrm.persistence import atomic_write_bytes, capture_rng, restore_rng, seed_all
+from mpdrm.tensorfile import TensorFileError
 
-__all__ = ["SiteStateStore", "capture_rng", "restore_rng", "seed_all", "STATE_FILE", "PREV_FILE"]
+__all__ = ["LEGACY_FILES", "PREV_FILE", "STATE_FILE", "SiteStateError", "SiteStateStore", "capture_rng",
+           "restore_rng", "seed_all"]
 
-STATE_FILE = "site_state.pt"
-PREV_FILE = "site_state.prev.pt"
+STATE_FILE = "site_state.safetensors"
+PREV_FILE = "site_state.prev.safetensors"
+LEGACY_FILES = ("site_state.pt", "site_state.prev.pt")  # pickles of older versions: refused
 CONTEXT_KEY = "mpdrm-site-state"
 
 
-def _to_bytes(state: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
+class SiteStateError(RuntimeError):
+    """The site's state on disk cannot be used (an older pickle, or every file damaged)."""
 
 
-def _from_bytes(blob: bytes) -> dict[str, Any]:
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+def _check_state(tree: Any, source: str) -> dict[str, Any]:
+    if not isinstance(tree, dict) or not isinstance(tree.get("round"), int):
+        raise TensorFileError(f"{source}: not a FedMPDRM site state (no integer 'round')")
+    return tree
 
 
 class SiteStateStore:
@@ -47,28 +53,67 @@ class SiteStateStore:
     def __init__(self, state_dir: Path, context: Context) -> None:
         self.state_dir = Path(state_dir)
         self.context = context
+        self._warned: set[str] = set()
 
     @property
     def path(self) -> Path:
         """The current state file."""
         return self.state_dir / STATE_FILE
 
-    def _candidates(self) -> list[dict[str, Any]]:
+    def _mirror(self) -> dict[str, Any] | None:
+        if CONTEXT_KEY not in self.context.state:
+            return None
+        blob = self.context.state[CONTEXT_KEY]["blob"]
+        return _check_state(tensorfile.loads(bytes(blob), "context.state[mpdrm-site-state]"), "context.state")
+
+    def _refuse_legacy(self) -> None:
+        for name in LEGACY_FILES:
+            old = self.state_dir / name
+            if old.is_file():
+                raise SiteStateError(
+                    f"{old}: site state written by an older version of FedMPDRM (a pickle); not loaded: "
+                    f"pickled files can run code. Start a new run (or move the file away to start this "
+                    f"site without its private state)")
+
+    def _read_files(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The readable state files and the problems of the unreadable ones."""
         found: list[dict[str, Any]] = []
-        record = self.context.state.get(CONTEXT_KEY) if CONTEXT_KEY in self.context.state else None
-        if record is not None:
-            found.append(_from_bytes(record["blob"]))
+        problems: list[str] = []
         for name in (STATE_FILE, PREV_FILE):
             file = self.state_dir / name
-            if file.is_file():
-                try:
-                    found.append(torch.load(file, map_location="cpu", weights_only=False))
-                except Exception as err:  # a torn or foreign file must not kill the site
-                    raise RuntimeError(f"{file}: unreadable site state ({err})") from err
-        return found
+            if not file.is_file():
+                continue
+            try:
+                found.append(_check_state(tensorfile.load(file), str(file)))
+            except (TensorFileError, OSError) as err:
+                problems.append(str(err))
+        return found, problems
+
+    def _warn(self, problems: list[str], kept: list[dict[str, Any]]) -> None:
+        for problem in problems:
+            if problem in self._warned:
+                continue
+            self._warned.add(problem)
+            rounds = ", ".join(str(s["round"]) for s in kept) or "none"
+            log(WARNING, "site state %s; ignored, continuing from the readable state (rounds: %s). Under "
+                "client-side DP the privacy ledger of the rounds it held may be missing", problem, rounds)
+
+    def _candidates(self) -> list[dict[str, Any]]:
+        mirror = self._mirror()
+        found, problems = self._read_files()
+        if mirror is None and not found and not problems:
+            self._refuse_legacy()
+        if problems and not found and mirror is None:
+            raise SiteStateError(f"no readable site state in {self.state_dir}: " + "; ".join(problems))
+        self._warn(problems, ([mirror] if mirror is not None else []) + found)
+        return ([mirror] if mirror is not None else []) + found
 
     def candidates(self) -> list[dict[str, Any]]:
-        """Every saved state the site can read (memory mirror, current and previous file)."""
+        """Every saved state the site can read (memory mirror, current and previous file).
+
+        A damaged file is skipped with a WARNING naming it; :class:`SiteStateError` when
+        files exist but none is readable, or only an older version's pickle is there.
+        """
         return self._candidates()
 
     def load(self, server_round: int | None = None) -> dict[str, Any] | None:
@@ -89,10 +134,11 @@ class SiteStateStore:
         return max(older, key=lambda s: s["round"]) if older else None
 
     def save(self, state: dict[str, Any]) -> None:
-        """Mirror ``state`` into ``context.state`` and write it atomically to disk."""
-        blob = _to_bytes(state)
+        """Mirror ``state`` into ``context.state`` and write it atomically to disk.
+
+        The file it replaces becomes ``site_state.prev.safetensors`` once the new one is
+        completely written, so a failed write leaves both files as they were.
+        """
+        blob = tensorfile.dumps(state)
         self.context.state[CONTEXT_KEY] = ConfigRecord({"blob": blob, "round": int(state["round"])})
-        current = self.path
-        if current.is_file():
-            os.replace(current, self.state_dir / PREV_FILE)
-        atomic_write_bytes(current, blob)
+        atomic_write_bytes(self.path, blob, keep_previous=self.state_dir / PREV_FILE)

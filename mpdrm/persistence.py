@@ -17,7 +17,7 @@ import numpy as np
 
 
 @contextmanager
-def atomic_open(path: Path | str, *, fsync: bool = True) -> Iterator[IO[bytes]]:
+def atomic_open(path: Path | str, *, fsync: bool = True, keep_previous: Path | str | None = None) -> Iterator[IO[bytes]]:
     """Open a binary file that replaces ``path`` atomically when the block ends without error.
 
     Parameters
@@ -26,6 +26,10 @@ def atomic_open(path: Path | str, *, fsync: bool = True) -> Iterator[IO[bytes]]:
         The target; its folder is created if missing.
     fsync : bool
         Flush the data to disk before the rename (durable against power loss).
+    keep_previous : Path or str, optional
+        Where the file ``path`` held so far is moved once the new one is completely
+        written (and only then: a write that fails, e.g. disk full, leaves both the
+        current and the previous file as they were).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,15 +40,18 @@ def atomic_open(path: Path | str, *, fsync: bool = True) -> Iterator[IO[bytes]]:
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
+        if keep_previous is not None and path.is_file():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: Path | str, blob: bytes, *, fsync: bool = True) -> None:
+def atomic_write_bytes(path: Path | str, blob: bytes, *, fsync: bool = True,
+                       keep_previous: Path | str | None = None) -> None:
     """Write ``blob`` to ``path`` atomically (see :func:`atomic_open`)."""
-    with atomic_open(path, fsync=fsync) as fh:
+    with atomic_open(path, fsync=fsync, keep_previous=keep_previous) as fh:
         fh.write(blob)
 
 

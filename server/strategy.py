@@ -1,7 +1,7 @@
 """Build the run's strategy and save/restore its state for checkpoints."""
 from __future__ import annotations
 
-import pickle
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,6 +9,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 import strategies
 from strategies.personalized import PersonalizedStrategy
+from strategies.round_log import RoundLog
 
 from mpdrm.contract.names import LOCAL_PREFIX
 from mpdrm.contract.runconfig import section
@@ -52,16 +53,19 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
 
 def capture_state(strategy: Strategy) -> dict[str, Any]:
     """Server-optimizer state of the aggregator chain, the strategy's per-round logs and
-    the node id -> site id map (names a dead site after a resume)."""
-    state = {"aggregators": strategies.aggregator_state(strategy), "rounds": getattr(strategy, "rounds", {}),
-             "node_sites": getattr(strategy, "node_sites", {})}
-    return pickle.loads(pickle.dumps(state))
+    the node id -> site id map (names a dead site after a resume), as plain data only
+    (dicts, lists, scalars, NumPy arrays: what ``mpdrm.tensorfile`` stores)."""
+    rounds = getattr(strategy, "rounds", {})
+    state = {"aggregators": strategies.aggregator_state(strategy),
+             "rounds": {int(n): log.to_state() for n, log in rounds.items()},
+             "node_sites": {int(k): int(v) for k, v in getattr(strategy, "node_sites", {}).items()}}
+    return copy.deepcopy(state)
 
 
 def restore_state(strategy: Strategy, state: Mapping[str, Any]) -> None:
     """Put :func:`capture_state` values back onto an identically built strategy."""
-    strategies.load_aggregator_state(strategy, state["aggregators"])
+    strategies.load_aggregator_state(strategy, copy.deepcopy(list(state["aggregators"])))
     if hasattr(strategy, "rounds"):
-        strategy.rounds = pickle.loads(pickle.dumps(dict(state["rounds"])))
+        strategy.rounds = {int(n): RoundLog.from_state(log) for n, log in dict(state["rounds"]).items()}
     if hasattr(strategy, "node_sites"):
-        strategy.node_sites = dict(state.get("node_sites", {}))
+        strategy.node_sites = {int(k): int(v) for k, v in dict(state.get("node_sites", {})).items()}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -35,6 +36,14 @@ class Rejection:
     node_id: int
     reason: str
     budget_exhausted: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rejection:
+        """The rejection of ``dataclasses.asdict(rejection)`` (a checkpoint or ``summary.json``)."""
+        site_id = data.get("site_id")
+        return cls(round=int(data["round"]), stage=str(data["stage"]),
+                   site_id=None if site_id is None else int(site_id), node_id=int(data["node_id"]),
+                   reason=str(data["reason"]), budget_exhausted=bool(data.get("budget_exhausted", False)))
 
 
 @dataclass
@@ -97,3 +106,23 @@ class RoundLog:
             },
             "rejected": [asdict(rejection) for rejection in self.rejections],
         }
+
+    def to_state(self) -> dict[str, Any]:
+        """Every field as plain data (for a checkpoint); :meth:`from_state` reverses it.
+
+        Unlike :meth:`to_dict` (the ``summary.json`` shape) it keeps the per-site keys as
+        integers and the bytes per stage, so the log is rebuilt exactly.
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> RoundLog:
+        """The log of :meth:`to_state`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RoundLog field(s) {unknown}")
+        values = {k: v for k, v in data.items() if k != "rejections"}
+        for key in ("train_per_site", "evaluate_per_site"):
+            values[key] = {int(site): dict(metrics) for site, metrics in dict(data.get(key) or {}).items()}
+        return cls(**values, rejections=[Rejection.from_dict(r) for r in data.get("rejections", [])])

@@ -3,7 +3,9 @@
 Flower's FedAdam/FedYogi keep moments (``m_t``, ``v_t``), FedAvgM a momentum vector and
 its current arrays, the adaptive-clipping DP wrapper its current clipping norm. These
 live on the aggregator (possibly inside a DP wrapper); this module reads and restores
-them as plain NumPy values (``np.savez``/``pickle``/``torch.save`` friendly).
+them as plain data only: dicts, lists, ``str``/``float`` and NumPy arrays, never objects,
+so that the coordinator's checkpoint stores them in a data-only file
+(``mpdrm.tensorfile``) and nothing in it can run code when read back.
 """
 
 from __future__ import annotations

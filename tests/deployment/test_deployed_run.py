@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from deploylib.harness import Deployment
 from deploylib.tiny import TINY_RUN, tiny_cohort
+from mpdrm import tensorfile
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
@@ -76,8 +76,7 @@ def test_two_authenticated_sites_complete_two_rounds(deployed: DeployedRun) -> N
 
 def test_sites_kept_their_state_on_disk(deployed: DeployedRun) -> None:
     for site in deployed.dep.sites.values():
-        state = torch.load(site.state_dir / "site_state.pt", map_location="cpu",
-                           weights_only=False)
+        state = tensorfile.load(site.state_dir / "site_state.safetensors")
         assert state["round"] == 2
         assert state["local"] and all(k.startswith("personality.") for k in state["local"])
 

@@ -28,12 +28,13 @@ import torch
 from deploylib import procs
 from deploylib.harness import Deployment
 from deploylib.tiny import TINY_RUN, tiny_cohort
+from mpdrm import tensorfile
 
 pytestmark = [pytest.mark.deployment]
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("site-01", "site-02", "site-03")
-STATE_FILE = "site_state.pt"  # client/state.py: STATE_DIR/site_state.pt
+STATE_FILE = "site_state.safetensors"  # client/state.py: STATE_DIR/site_state.safetensors
 BASE_CONFIG = {**TINY_RUN, "fraction-evaluate": 0.0}
 
 
@@ -42,7 +43,7 @@ def _state(state_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return tensorfile.load(path)
     except Exception:  # noqa: BLE001 (being replaced right now)
         return None
 
@@ -97,7 +98,7 @@ def _mark_personality(state_dir: Path, saved: dict) -> tuple[dict, dict, torch.T
     gen = torch.Generator().manual_seed(1234)
     marker = {k: (v + 0.05 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
                   if v.is_floating_point() else v.clone()) for k, v in local.items()}
-    torch.save({**saved, "local": marker}, state_dir / STATE_FILE)
+    tensorfile.save(state_dir / STATE_FILE, {**saved, "local": marker})
     offset = torch.sqrt(sum(((marker[k] - local[k]) ** 2).sum()
                             for k in local if local[k].is_floating_point()))
     return local, marker, offset

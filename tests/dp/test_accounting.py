@@ -11,6 +11,7 @@ import torch
 from opacus.accountants import PRVAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
+from mpdrm import tensorfile
 from mpdrm.privacy import DPConfig, SiteAccountant, SitePrivacy, make_private
 
 pytestmark = pytest.mark.dp
@@ -88,7 +89,7 @@ def test_epsilon_accumulates_over_rounds_and_survives_restart(
 
     state_file = tmp_path / "dp_state.json"
     state_file.write_text(json.dumps(site.state_dict()))
-    torch.save({"dp": site.state_dict()}, tmp_path / "site_state.pt")
+    tensorfile.save(tmp_path / "site_state.safetensors", {"dp": site.state_dict()})
     del site
 
     # a fresh object from the saved state: no reset
@@ -99,8 +100,8 @@ def test_epsilon_accumulates_over_rounds_and_survives_restart(
     assert r3["epsilon"] == pytest.approx(independent_epsilon("prv", 1.2, q, 3 * per_round, DELTA))
     assert r3["epsilon"] > r2["epsilon"]
 
-    # also through torch.save/torch.load with weights_only (plain data only)
-    loaded = torch.load(tmp_path / "site_state.pt", weights_only=True)
+    # also through the site state's data-only file format (plain data only)
+    loaded = tensorfile.load(tmp_path / "site_state.safetensors")
     assert SitePrivacy(cfg, state=loaded["dp"]).epsilon() == r2["epsilon"]
 
     # and in a new process

@@ -8,11 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from opacus.accountants import PRVAccountant
 
 from client.privacy import newest_ledger
 from client.state import STATE_FILE
+from mpdrm import tensorfile
 from tests.federation.sim_helpers import TINY_RUN, make_tiny_cohort, node_context, run_in_process
 
 pytestmark = pytest.mark.dp
@@ -55,7 +55,7 @@ def test_epsilon_accumulates_over_rounds_restarts_and_resume(cohort: Path, tmp_p
                                  "epsilon": pytest.approx(eps[1])}
     # every training reply reported the site's epsilon
     assert first["rounds"][1]["train"]["per_site"]["site-02"]["epsilon"] == pytest.approx(totals["site-02"]["epsilon"])
-    saved = torch.load(tmp_path / "state" / "site-01" / STATE_FILE, weights_only=False)
+    saved = tensorfile.load(tmp_path / "state" / "site-01" / STATE_FILE)
     assert sum(n for _, _, n in saved["dp"]["accountant"]["history"]) == steps
 
     # a new run over the same sites, every site process restarted (empty context.state):

@@ -11,6 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from client.handlers import open_session
 from client.state import STATE_FILE
+from mpdrm import tensorfile
 from server.checkpoint import load_checkpoint
 from tests.federation.message_helpers import ensure_task_identity
 from tests.federation.sim_helpers import TINY_RUN, make_tiny_cohort, node_context, run_in_process
@@ -54,7 +55,7 @@ def test_resume_gives_the_same_final_weights(cohort: Path, tmp_path: Path) -> No
 def test_site_state_continues_across_rounds_and_restarts(cohort: Path, tmp_path: Path) -> None:
     cfg = _config(cohort, tmp_path, 1)
     run_in_process(cfg, _contexts())
-    saved = torch.load(tmp_path / "state" / "site-01" / STATE_FILE, weights_only=False)
+    saved = tensorfile.load(tmp_path / "state" / "site-01" / STATE_FILE)
     assert saved["round"] == 1 and saved["optimizer"] is not None
     assert saved["local"] and all(k.startswith("personality.") for k in saved["local"])
     # round 2 instruction to a restarted site process (fresh context): it starts from round 1's state

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from server.checkpoint import CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from server.plots import write_plots
 from server.summary import add_round, new_summary, round_entry, write_summary
 
@@ -19,7 +19,7 @@ def test_checkpoint_roundtrip_is_atomic_and_restores_rng(tmp_path: Path) -> None
     ckpt = Checkpoint(round=2, arrays={"a.w": np.arange(4, dtype=np.float32)}, strategy_state={"x": 1},
                       rng=rng, summary={"rounds": []})
     save_checkpoint(tmp_path, ckpt)
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
     loaded = load_checkpoint(tmp_path)
     assert loaded is not None and loaded.round == 2
     np.testing.assert_array_equal(loaded.arrays["a.w"], np.arange(4, dtype=np.float32))
