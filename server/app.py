@@ -2,8 +2,13 @@
 
 Reads the run config, builds the strategy over the shared names of the seeded initial
 model, evaluates the untrained model (round 0), runs the rounds, and after each round
-writes ``checkpoint.pt`` and ``summary.json`` atomically into ``run-dir``. With
-``resume=true`` it continues after the last complete round of that checkpoint.
+writes ``checkpoint.safetensors`` (:mod:`server.checkpoint`) and ``summary.json``
+atomically into ``run-dir``. With ``resume=true`` it continues after the last complete
+round of that checkpoint.
+
+Each stage waits for its replies at most ``round-timeout`` seconds, and at most
+``round-grace`` seconds once ``min-sites`` valid replies are in (:class:`server.loop.Deadline`):
+a site answering later is recorded as a ``late`` rejection.
 
 Too few sites (``min-sites``, :mod:`server.min_sites`) end the run: fewer connected
 sites than the minimum after ``min-sites-wait`` seconds, or a round with fewer valid
@@ -35,7 +40,7 @@ from mpdrm.data.cohorts import default_cohort_dir
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .dp_report import budget_stop, record_round_dp
-from .loop import Gate, TrainCheck, evaluate_round, run_rounds
+from .loop import Deadline, Gate, TrainCheck, evaluate_round, run_rounds
 from .min_sites import TooFewSites, ensure_nodes, train_shortfall
 from .plots import write_plots
 from .progress import progress_line
@@ -177,9 +182,10 @@ def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, su
 
 
 def evaluate_initial(strategy: Strategy, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, timeout: float,
-                     gate: Gate, summary: dict[str, Any], sites: Mapping[str, str], rounds: int) -> None:
+                     gate: Gate, summary: dict[str, Any], sites: Mapping[str, str], rounds: int,
+                     deadline: Deadline | None = None) -> None:
     """Round 0: the untrained model's evaluation, recorded as ``summary["initial"]``."""
-    evaluate_round(strategy, grid, 0, arrays, config, timeout, gate)
+    evaluate_round(strategy, grid, 0, arrays, config, timeout, gate, deadline)
     initial = strategy.rounds[0].to_dict()
     summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
     print(progress_line(0, rounds, summary["initial"]), flush=True)
@@ -202,6 +208,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     run_dir = Path(str(cfg["run-dir"])).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
     rounds, timeout = int(cfg["num-server-rounds"]), float(cfg["round-timeout"])
+    deadline = Deadline(min_sites=int(cfg["min-sites"]), grace=float(cfg["round-grace"]))
     shared, kept, arrays = initial_model(cfg)
     strategy = make_strategy(cfg, shared)
     sites = site_names(cfg)
@@ -216,12 +223,12 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     on_round = round_recorder(cfg, run_dir, strategy, summary, sites, clock)
     try:
         if not resumed:
-            evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds)
+            evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds, deadline)
             name_default_cohort_sites(cfg, grid, sites, summary)
         if first <= rounds:
             run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=instructions,
                        evaluate_config=instructions, timeout=timeout, on_round=on_round,
-                       gate=gate, after_train=after_train)
+                       gate=gate, after_train=after_train, deadline=deadline)
     except TooFewSites as error:  # the ServerApp ends failed, with the reason as its message
         summary["wall_seconds"] = clock()
         record_failure(run_dir, summary, strategy, sites, error)

@@ -8,6 +8,10 @@ Two places can run short of sites:
 - **after training**: fewer valid training replies than ``min-sites`` (a site died
   during the round, or its reply was rejected): :func:`train_shortfall` says why.
 
+A connected site that never answers does not hold a round for ``round-timeout``: once
+``min-sites`` valid replies are in, a stage waits at most ``round-grace`` seconds for the
+others (:class:`server.loop.Deadline`) and records the missing ones as ``late``.
+
 Both end the run by raising :class:`TooFewSites`, whose message names the minimum,
 how many sites replied or are connected, and which sites are missing (sites are
 named from the node id -> site id map of earlier valid replies when a reply carries

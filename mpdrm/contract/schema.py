@@ -241,6 +241,8 @@ class RunSchema:
     min_sites: Optional[int] = field(default=2, metadata=_flat("min-sites"))  # None (mpdrm-simulate): every site
     min_sites_wait: float = field(default=120.0, metadata=_flat("min-sites-wait"))
     round_timeout: float = field(default=3600.0, metadata=_flat("round-timeout"))
+    # once min-sites valid replies of a stage are in, wait at most this long for the others
+    round_grace: float = field(default=600.0, metadata=_flat("round-grace"))
     strategy: StrategySection = field(default_factory=StrategySection)
     model: ModelSection = field(default_factory=ModelSection)
     prepare: PrepareSection = field(default_factory=PrepareSection)  # type: ignore[valid-type]

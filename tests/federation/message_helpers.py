@@ -8,6 +8,8 @@ SuperNode sets. :func:`ensure_task_identity` is the one place that sets it for t
 from __future__ import annotations
 
 import random
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -83,14 +85,21 @@ class LocalGrid(Grid):
 
     Replies come back in a shuffled order (seeded) to mimic arrival order. Creating
     one stands for a running ServerApp task, so it sets the task identity.
+
+    ``delays`` (node id -> seconds) holds a node's replies back that long after the push
+    (``math.inf``: a connected site that never answers); such a node's handler is not
+    called until its reply is due.
     """
 
-    def __init__(self, handlers: Mapping[int, Handler | None], seed: int = 0) -> None:
+    def __init__(self, handlers: Mapping[int, Handler | None], seed: int = 0,
+                 delays: Mapping[int, float] | None = None) -> None:
         ensure_task_identity()
         self.handlers = dict(handlers)
+        self.delays = dict(delays or {})
         self.rng = random.Random(seed)
         self.sent: list[Message] = []
         self.received: list[Message] = []
+        self._queued: dict[str, tuple[float, Message]] = {}  # message id -> (due time, instruction)
 
     def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
         """Not used in process."""
@@ -110,13 +119,35 @@ class LocalGrid(Grid):
         """Return the node ids of the handlers."""
         return list(self.handlers)
 
+    def _answer(self, message: Message) -> Message:
+        """The node's reply, marked as the reply to ``message`` (as the SuperLink does)."""
+        answer = self.handlers[message.metadata.dst_node_id](message)
+        if not answer.metadata.reply_to_message_id:
+            answer.metadata.__dict__["_reply_to_message_id"] = message.metadata.message_id
+        return answer
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Not used: see :meth:`send_and_receive`."""
-        raise NotImplementedError
+        """Give each message an id and queue it; a node without delay answers at once."""
+        ids: list[str] = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            self.sent.append(message)
+            delay = self.delays.get(message.metadata.dst_node_id, 0.0)
+            self._queued[message.metadata.message_id] = (time.monotonic() + delay, message)
+            ids.append(message.metadata.message_id)
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Not used: see :meth:`send_and_receive`."""
-        raise NotImplementedError
+        """The replies due by now to the given instructions (each once), shuffled."""
+        now, replies = time.monotonic(), []
+        for message_id in message_ids:
+            due, message = self._queued.get(message_id, (None, None))
+            if message is not None and due <= now:
+                del self._queued[message_id]
+                replies.append(self._answer(message))
+        self.rng.shuffle(replies)
+        self.received.extend(replies)
+        return replies
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
