@@ -28,14 +28,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def print_rows(rows: Sequence[VideoScore], score_max: float, out: Any = sys.stdout) -> None:
+def print_rows(rows: Sequence[VideoScore], score_max: float, out: Any = None) -> None:
     """One line per video: score on the scale (0..score_max) and normalised, p10-p90 of the clips, clips,
     face-found ratio, personality source, warnings or the error."""
+    out = out or sys.stdout
     for r in rows:
         if not r.ok:
             print(f"{r.video}\tERROR\t{r.error}", file=out)
             continue
-        spread = f"{_fmt(r.low)}-{_fmt(r.high)}"
+        spread = f"{_fmt(r.low)} to {_fmt(r.high)}"
         face = "n/a" if r.face_rate is None else f"{r.face_rate:.0%}"
         print(f"{r.video}\tscore {_fmt(r.score)}/{score_max:g}\tnorm {_fmt(r.normalised)}\tclips p10-p90 {spread}"
               f"\tclips {r.clips}\tface {face}\tpersonality: {r.personality}"

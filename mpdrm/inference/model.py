@@ -216,7 +216,7 @@ class SiteModel:
             result.normalised = float(scores.prediction.astype(np.float64).mean())
             result.score = result.normalised * self.score_max
             result.low, result.high = (float(v) for v in np.percentile(clip, [10, 90]))
-        result.warnings += _warnings(result, meta)
+        result.warnings += _warnings(result, meta, self.score_max if self.task == "regression" else None)
         return result
 
     def clips_of(self, video: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -292,8 +292,10 @@ class SiteModel:
         return summary
 
 
-def _warnings(result: VideoScore, meta: dict[str, Any]) -> list[str]:
+def _warnings(result: VideoScore, meta: dict[str, Any], score_max: float | None) -> list[str]:
     out = []
+    if score_max is not None and not 0 <= result.score <= score_max:
+        out.append(f"score outside the scale 0-{score_max:g} (not clipped)")
     if result.face_rate is not None and result.face_rate < LOW_FACE_RATE:
         out.append(f"face found in only {result.face_rate:.0%} of the checked frames")
     if result.clips < FEW_CLIPS:
