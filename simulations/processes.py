@@ -4,6 +4,13 @@ The child gets its own session (Ctrl-C reaches only the harness, which then stop
 child's whole process group) and an environment marker ``FEDMPDRM_RUN_TOKEN`` that every
 descendant inherits (Ray's raylet, GCS, workers and ClientApp actors included), so the
 harness can find and end every process of the run by its id, even reparented ones.
+
+The child runs our code whatever folder the user is in: it starts with ``python -P`` (the
+current folder is not put first on ``sys.path``) in an empty temporary folder as its
+working directory, because Ray puts the driver's working directory first on every
+worker's ``sys.path`` (``ray._private.worker``: ``py_driver_sys_path``). Otherwise a
+folder named ``mpdrm``, ``client``, ... where ``mpdrm-simulate`` is started would shadow
+our packages in the simulation process and in the sites' Ray workers.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -80,12 +88,15 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 
 def run_isolated(args: Sequence[str], env: Mapping[str, str], token: str, grace: float = 5.0) -> int:
-    """Run ``python -m <args>`` in its own session; always clean up the whole run.
+    """Run ``python -P <args>`` in its own session; always clean up the whole run.
+
+    The child's working directory is an empty temporary folder (removed afterwards), so
+    every path it is given must be absolute.
 
     Parameters
     ----------
     args : sequence of str
-        Arguments after ``python``.
+        Arguments after ``python -P``.
     env : Mapping
         Environment of the child (``FEDMPDRM_RUN_TOKEN`` is added).
     token : str
@@ -100,15 +111,16 @@ def run_isolated(args: Sequence[str], env: Mapping[str, str], token: str, grace:
     """
     child_env = {**env, TOKEN_ENV: token}
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    child = subprocess.Popen([sys.executable, *args], env=child_env, start_new_session=True)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        print("\n[fedmpdrm] interrupted: stopping the simulation", file=sys.stderr, flush=True)
-        _stop_group(child, grace)
-        return 130
-    finally:
-        if child.poll() is None:
+    with tempfile.TemporaryDirectory(prefix="fedmpdrm-child-") as workdir:
+        child = subprocess.Popen([sys.executable, "-P", *args], env=child_env, cwd=workdir, start_new_session=True)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            print("\n[fedmpdrm] interrupted: stopping the simulation", file=sys.stderr, flush=True)
             _stop_group(child, grace)
-        sweep(token)
-        signal.signal(signal.SIGTERM, previous)
+            return 130
+        finally:
+            if child.poll() is None:
+                _stop_group(child, grace)
+            sweep(token)
+            signal.signal(signal.SIGTERM, previous)

@@ -9,7 +9,7 @@ machine through Flower's simulation engine and writes a run folder.
 
 The run folder (``runs/<time>-<mode>/`` unless ``run_dir=`` is given) holds
 ``summary.json``, ``plots/*.png``, ``config.yaml`` (the resolved config),
-``run_config.json`` (what the Flower apps read), ``checkpoint.pt`` and the sites'
+``run_config.json`` (what the Flower apps read), ``checkpoint.safetensors`` and the sites'
 private state (``site-state/``).
 """
 from __future__ import annotations
