@@ -7,10 +7,11 @@ site's own prepared data. :func:`export_model_dir` writes the same directory the
 writes at an evaluation of that round (:func:`mpdrm.inference.keep.keep_site_model`).
 
 The files are read as data only (:mod:`mpdrm.tensorfile`): ``checkpoint.safetensors``
-(``round``, ``arrays``) and ``site_state.safetensors`` (and ``site_state.prev.safetensors``:
-``round``, ``local``). This package may not import ``server`` or ``client`` (the layers), so
-the file names are repeated here; they are those of ``server.checkpoint`` and
-``client.state``. Files of the older pickle format (``checkpoint.pt``, ``site_state.pt``)
+(``kind``, ``round``, ``arrays``; ``checkpoint.prev.safetensors`` if the current one is
+damaged) and ``site_state.safetensors`` / ``site_state.prev.safetensors`` (``round``,
+``local``). This package may not import ``server`` or ``client`` (the layers), so the file
+names and keys of ``server.checkpoint.load_checkpoint`` and ``client.state.SiteStateStore``
+are repeated here; ``tests/inference`` checks the export against what those write. Files of the older pickle format (``checkpoint.pt``, ``site_state.pt``)
 are refused with a message: pickles are never loaded.
 """
 from __future__ import annotations
@@ -29,8 +30,9 @@ from mpdrm.contract.site_data import site_data
 
 from .keep import MODEL_SUBDIR, keep_site_model, personality_of
 
-CHECKPOINT_FILES = ("checkpoint.safetensors",)
-STATE_FILES = ("site_state.safetensors", "site_state.prev.safetensors")
+CHECKPOINT_FILES = ("checkpoint.safetensors", "checkpoint.prev.safetensors")   # server.checkpoint
+CHECKPOINT_KIND = "fedmpdrm-server-checkpoint"
+STATE_FILES = ("site_state.safetensors", "site_state.prev.safetensors")      # client.state
 LEGACY = {"checkpoint.pt": "checkpoint", "site_state.pt": "site state"}
 
 
@@ -51,24 +53,45 @@ def _legacy(folder: Path) -> str:
     return f" ({found[0]} is the older pickle format, which is never loaded)" if found else ""
 
 
+def _readable(folder: Path, names: tuple[str, ...], what: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The trees of the files in ``names`` that read as ``what``, and why the others did not."""
+    trees, problems = [], []
+    for name in names:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        try:
+            tree = tensorfile.load(path)
+        except (tensorfile.TensorFileError, OSError) as error:
+            problems.append(str(error))
+            continue
+        if not isinstance(tree, dict) or not isinstance(tree.get("round"), int):
+            problems.append(f"{path}: not a FedMPDRM {what}")
+            continue
+        trees.append(tree)
+    return trees, problems
+
+
 def read_global(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
-    """``(round, arrays)`` of the coordinator's checkpoint in ``run_dir``."""
+    """``(round, arrays)`` of the coordinator's checkpoint in ``run_dir`` (the previous one if the current is damaged)."""
     run_dir = Path(run_dir)
-    for name in CHECKPOINT_FILES:
-        if (run_dir / name).is_file():
-            tree = tensorfile.load(run_dir / name)
-            return int(tree["round"]), {k: _tensor(v) for k, v in tree["arrays"].items()}
-    raise ExportError(f"{run_dir}: no checkpoint ({', '.join(CHECKPOINT_FILES)}){_legacy(run_dir)}")
+    trees, problems = _readable(run_dir, CHECKPOINT_FILES, "checkpoint")
+    trees = [t for t in trees if t.get("kind") == CHECKPOINT_KIND and "arrays" in t]
+    if not trees:
+        why = "; ".join(problems) or f"no {' or '.join(CHECKPOINT_FILES)}"
+        raise ExportError(f"{run_dir}: no usable checkpoint ({why}){_legacy(run_dir)}")
+    tree = trees[0]
+    return int(tree["round"]), {k: _tensor(v) for k, v in tree["arrays"].items()}
 
 
 def read_local(state_dir: Path, server_round: int) -> tuple[int, dict[str, torch.Tensor]]:
     """``(round, local)`` of the site's state for ``server_round``: that round's, else the newest before it."""
     state_dir = Path(state_dir)
-    states = [tensorfile.load(state_dir / n) for n in STATE_FILES if (state_dir / n).is_file()]
-    usable = [s for s in states if int(s["round"]) <= server_round]
+    states, problems = _readable(state_dir, STATE_FILES, "site state")
+    usable = [s for s in states if int(s["round"]) <= server_round and "local" in s]
     if not usable:
-        raise ExportError(f"{state_dir}: no site state of round <= {server_round} "
-                          f"({', '.join(STATE_FILES)}){_legacy(state_dir)}")
+        why = "; ".join(problems) or f"{' or '.join(STATE_FILES)} of round <= {server_round}"
+        raise ExportError(f"{state_dir}: no usable site state ({why}){_legacy(state_dir)}")
     state = max(usable, key=lambda s: int(s["round"]))
     return int(state["round"]), {k: _tensor(v) for k, v in state["local"].items()}
 

@@ -64,6 +64,10 @@ def test_each_site_keeps_its_model_and_scores_like_the_final_evaluation(tiny_run
 
 @pytest.mark.parametrize("site", SITE_NAMES)
 def test_the_directory_holds_this_site_only_and_equals_the_export(tiny_run, site: str, tmp_path: Path) -> None:
+    from client.state import SiteStateStore
+    from server.checkpoint import load_checkpoint
+    from tests.federation.sim_helpers import node_context
+
     model_dir = tiny_run.state_dir(site) / "model"
     meta = json.loads((model_dir / "model.json").read_text())
     data = _data(tiny_run, site)
@@ -74,6 +78,12 @@ def test_the_directory_holds_this_site_only_and_equals_the_export(tiny_run, site
     server_round, shared = read_global(tiny_run.run_dir)
     assert server_round == meta["round"]
     _, local = read_local(tiny_run.state_dir(site), server_round)
+    # ... read as the coordinator's and the site's own loaders read them
+    ckpt = load_checkpoint(tiny_run.run_dir)
+    state = SiteStateStore(tiny_run.state_dir(site), node_context(0, 2)).load(ckpt.round + 1)
+    assert ckpt.round == server_round and set(ckpt.arrays) == set(shared) and set(state["local"]) == set(local)
+    assert all(np.array_equal(ckpt.arrays[k], shared[k].numpy()) for k in shared)
+    assert all(torch.equal(state["local"][k], local[k]) for k in local)
     weights = tensorfile.load(model_dir / WEIGHTS_FILE)
     assert set(weights) == set(shared) | set(local) and not set(shared) & set(local)
     for name, value in {**shared, **local}.items():
