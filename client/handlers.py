@@ -17,6 +17,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from mpdrm.training import TrainConfig, evaluate, train_local
+from mpdrm.training_engine import optimizer_state_of
 
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
@@ -83,6 +84,17 @@ def _prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return {k if k.startswith(prefix) else f"{prefix}{k}": float(v) for k, v in metrics.items()}
 
 
+def carried_optimizer_state(s: SiteSession, carry: str) -> dict[str, Any] | None:
+    """The saved optimizer state this round starts from (``train.carry_optimizer_state``)."""
+    if s.state is None or not s.state.get("optimizer") or carry == "none":
+        return None
+    if carry == "local":
+        return optimizer_state_of(s.state["optimizer"], s.model, kept_names(s.model, s.shared))
+    if carry != "all":
+        raise ValueError(f"train.carry_optimizer_state must be all, local or none, got {carry!r}")
+    return s.state["optimizer"]
+
+
 def handle_train(message: Message, context: Context, overrides: Mapping[str, Any] | None = None) -> Message:
     """Train the site's model for the configured local epochs; reply with the shared part."""
     start = time.perf_counter()
@@ -111,7 +123,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
         loader,
         tcfg,
         engine=dp_round.engine() if dp_round is not None else None,
-        optimizer_state=s.state["optimizer"] if s.state is not None else None,
+        optimizer_state=carried_optimizer_state(s, tcfg.carry_optimizer_state),
         reference_params=reference,
     )
     dp_state = dp_round.close() if dp_round is not None else (s.state.get("dp") if s.state is not None else None)

@@ -72,6 +72,10 @@ class TrainConfig:
     # glibc keeps freed memory for the next step (mpdrm.allocator): fewer page faults, but
     # the process keeps its peak memory
     keep_freed_memory: bool = True
+    # federated sites: whose optimizer state (AdamW moments, momentum) a site carries into its
+    # next round: all | local (only the parameters that stay at the site; the shared ones were
+    # just replaced by the aggregate) | none
+    carry_optimizer_state: str = "all"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -17,7 +17,7 @@ FedProx, metrics); an engine owns everything between the loop and the optimizer:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -51,6 +51,15 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str
         for key, value in param_state.items():
             if torch.is_tensor(value) and key != "step":
                 param_state[key] = value.to(device)
+
+
+def optimizer_state_of(state: Mapping[str, Any], model: nn.Module, keep: Collection[str]) -> dict[str, Any]:
+    """``state`` (a saved optimizer state over ``model``'s trainable parameters, in
+    `named_parameters` order) with the per-parameter entries of the names not in ``keep``
+    dropped: those parameters start the next round with fresh moments and step count."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    kept = {i for i, n in enumerate(names) if n in set(keep)}
+    return {**state, "state": {i: v for i, v in state.get("state", {}).items() if int(i) in kept}}
 
 
 def default_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
