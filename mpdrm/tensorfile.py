@@ -23,6 +23,9 @@ from safetensors.torch import save as st_save
 from .persistence import atomic_write_bytes
 
 FORMAT = "fedmpdrm-tree/1"
+#: The one metadata key (safetensors writes several keys in no fixed order; one key keeps the
+#: bytes of a file a function of its content).
+_META_KEY = "fedmpdrm"
 _META_FORMAT, _META_TREE, _META_DIGEST = "format", "tree", "sha256"
 
 
@@ -88,7 +91,7 @@ def dumps(tree: Any) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = json.dumps(_encode(tree, tensors), allow_nan=True)
     meta = {_META_FORMAT: FORMAT, _META_TREE: skeleton, _META_DIGEST: _digest(tensors)}
-    return st_save(tensors, metadata=meta)
+    return st_save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
 
 
 def loads(blob: bytes, source: str = "<bytes>") -> Any:
@@ -113,7 +116,8 @@ def _metadata(blob: bytes) -> dict[str, str]:
         raise ValueError("shorter than a safetensors header")
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8:8 + size].decode("utf-8"))
-    return dict(header.get("__metadata__") or {})
+    raw = (header.get("__metadata__") or {}).get(_META_KEY)
+    return json.loads(raw) if raw else {}
 
 
 def save(path: Path | str, tree: Any) -> None:

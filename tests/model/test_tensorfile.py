@@ -79,3 +79,8 @@ def test_objects_that_are_not_data_are_not_written(tmp_path):
     with pytest.raises(TypeError, match="object"):
         tensorfile.save(tmp_path / "x.safetensors", {"bad": object()})
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_the_same_tree_gives_the_same_bytes():
+    tree = {"a": torch.arange(5), "b": {"c": [1.5, None, "x"]}, "d": np.ones(3)}
+    assert tensorfile.dumps(tree) == tensorfile.dumps(tree)
