@@ -67,3 +67,33 @@ def test_config_sync_clip_shape_follows_the_model(size, channels, pixels):
     assert (model.in_channels, model.image_size) == (channels, pixels)
     assert (prep.channels, prep.size, prep.frames) == (channels, pixels, model.frames)
     assert run_prepare_config(merged({"model.size": size, "model.image_size": 32})).size == 32
+
+
+def _composed(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import simulations.simulate  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+
+    with initialize_config_dir(str(ROOT / "simulations" / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return OmegaConf.to_object(cfg)
+
+
+def test_config_sync_hydra_groups_hold_only_overrides():
+    """The composed default run differs from the schema only where the harness fills in."""
+    run = _composed(["run_dir=/tmp/x"])
+    flat, defaults = to_flat(run), flat_defaults()
+    differ = {k for k in defaults if flat[k] != defaults[k]}
+    assert differ == {"run-dir", "min-sites", "data.score_max"}  # filled by mpdrm-simulate
+    paper = to_flat(_composed(["run_dir=/tmp/x", "model=paper", "dp=opacus", "ablation=no_mpfn"]))
+    assert (paper["model.size"], paper["dp.mode"], paper["dp.target_epsilon"], paper["model.use_mpfn"]) == \
+        ("paper", "opacus", 8.0, False)
+
+
+def test_config_sync_command_line_keys_are_checked_with_a_suggestion():
+    from simulations.overrides import check_overrides
+
+    assert check_overrides(["rounds=2", "model=base", "train.lr=1e-4", "+strategy.options.eta=0.1", "--cfg", "job",
+                            "hydra.run.dir=x", "strategy.options.eta=0.1"]) is None
+    assert check_overrides(["trian.lr=1"]) == "unknown config key 'trian.lr' (did you mean 'train.lr'?)"
