@@ -10,8 +10,8 @@ example ``mpdrm.contract.keys`` from the strategies) does not pull in torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mpdrm.lazy import lazy_exports
+
 
 _EXPORTS = {
     "MPDRMConfig": "mpdrm.config",
@@ -32,14 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mpdrm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports("mpdrm", globals(), _EXPORTS)

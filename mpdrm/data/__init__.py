@@ -3,7 +3,8 @@ cohort. See mpdrm/data/README.md. Exports are lazy so that importing a submodule
 worker process) does not pull in torch."""
 from __future__ import annotations
 
-import importlib
+from mpdrm.lazy import lazy_exports
+
 
 _EXPORTS = {
     "load_site": "mpdrm.data.dataset",
@@ -23,14 +24,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mpdrm.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports("mpdrm.data", globals(), _EXPORTS)
