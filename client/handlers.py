@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 
-from mpdrm.training import TrainConfig, evaluate, train_local
-from mpdrm.training_engine import optimizer_state_of
-
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
-from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
+from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import derive_seed
 from mpdrm.inference.keep import MODEL_SUBDIR, keep_site_model, personality_of
+from mpdrm.training import TrainConfig, evaluate, train_local
+from mpdrm.training_engine import optimizer_state_of
 
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
 from .site import Site, resolve_site
@@ -117,7 +116,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             return decline_reply(message, s.site.site_id, dp_round)
     loader = dp_round.loader if dp_round is not None else train_loader(s.data.train, s.cfg, seed=loader_seed)
     # train_local seeds every RNG from tcfg.seed (site, round): a resumed site trains like an
-    # uninterrupted one whatever RNG state open_session restored
+    # uninterrupted one
     result = train_local(
         s.model,
         loader,
