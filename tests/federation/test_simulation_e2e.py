@@ -1,6 +1,9 @@
 """``mpdrm-simulate`` end to end through Flower's simulation engine (Ray): two tiny runs.
 
-1. A complete 2-round run of 2 sites with the outbound-message audit on: summary.json
+1. A complete 2-round run of 2 sites with the outbound-message audit on, started by the
+   ``mpdrm-simulate`` command from a folder that holds empty packages named like ours
+   (``mpdrm``, ``strategies``, ``client``, ``server``, ``simulations``: our code must still be
+   what runs, in the simulation process and in the sites' Ray workers): summary.json
    complete with finite metrics, checkpoint and plots written, no ``personality.`` name
    in any message a client sent, no process of the run left.
 2. A run interrupted with Ctrl-C (SIGINT) once the sites are up: exits 130, no process left.
@@ -44,12 +47,23 @@ def _finite_numbers(block: dict) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for k, v in block.items() if k != "per_site")
 
 
+#: Packages a user's current folder may hold by chance (issue: they shadowed ours).
+SHADOWS = ("mpdrm", "strategies", "client", "server", "simulations")
+
+
+@pytest.mark.faults
 def test_simulation_end_to_end_with_outbound_audit(cohort: Path, tmp_path: Path) -> None:
     token = uuid.uuid4().hex
     run_dir = tmp_path / "run"
-    done = subprocess.run(_command(cohort, run_dir, 2, "audit=true"), env=_env(token), capture_output=True,
-                          text=True, timeout=400, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    here = tmp_path / "user-folder"
+    for name in SHADOWS:
+        (here / name).mkdir(parents=True)
+        (here / name / "__init__.py").write_text("")
+    command = [str(Path(sys.executable).with_name("mpdrm-simulate")), *_command(cohort, run_dir, 2, "audit=true")[3:]]
+    done = subprocess.run(command, env=_env(token), capture_output=True, text=True, timeout=400, cwd=here)
+    output = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, output
+    assert "has no attribute" not in output
     assert processes_with_token(token) == []
     assert done.stdout.count("[fedmpdrm] round ") == 3  # untrained + 2 rounds
 
