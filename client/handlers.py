@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
@@ -149,7 +149,8 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
         metrics.update(dp_round.metrics())
     log.info("site %s round %d trained: %s", s.site.name, server_round, metrics)
     content = RecordDict(
-        {"arrays": ArrayRecord(outbound_state(s.model, s.shared)), "metrics": MetricRecord(metrics)}
+        {"arrays": ArrayRecord(outbound_state(s.model, s.shared)), "metrics": MetricRecord(metrics),
+         **site_record(s.site)}
     )
     return Message(content, reply_to=message)
 
@@ -164,7 +165,12 @@ def handle_evaluate(message: Message, context: Context, overrides: Mapping[str, 
     keep_model(s, context, server_round)
     metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
     metrics.update({"num-examples": int(len(s.data.test)), "site-id": int(s.site.site_id)})
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    return Message(RecordDict({"metrics": MetricRecord(metrics), **site_record(s.site)}), reply_to=message)
+
+
+def site_record(site: Site) -> dict[str, ConfigRecord]:
+    """The reply's ``site`` ConfigRecord with the folder name (simulated sites only)."""
+    return {keys.SITE: ConfigRecord({keys.SITE_NAME: site.name})} if site.simulated else {}
 
 
 def keep_model(s: SiteSession, context: Context, server_round: int) -> None:

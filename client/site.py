@@ -25,12 +25,16 @@ class Site:
         The site folder (``manifest.csv`` + ``videos/``).
     state_dir : Path
         Where the site keeps its private state (personality weights, optimizer, RNG).
+    simulated : bool
+        A simulation partition: its replies name it (``mpdrm.contract.keys.SITE``); a
+        deployed site's replies carry only its id.
     """
 
     name: str
     site_id: int
     data_dir: Path
     state_dir: Path
+    simulated: bool = False
 
 
 def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> Site:
@@ -82,5 +86,5 @@ def resolve_site(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) 
         if not run_config.get("cohort"):
             default_root = Path(str(run_config.get("run-dir", "runs/server"))) / "site-state"
         root = str(run_config.get("state-root", "")) or str(default_root)
-        return Site(data_dir.name, pid, data_dir, (Path(root) / data_dir.name).resolve())
+        return Site(data_dir.name, pid, data_dir, (Path(root) / data_dir.name).resolve(), simulated=True)
     raise ValueError("node config has neither 'data-path' (deployment) nor 'partition-id' (simulation)")

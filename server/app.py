@@ -36,7 +36,6 @@ from mpdrm.contract import keys
 from mpdrm.contract.runconfig import merged
 from mpdrm.contract.sharing import build_site_model, kept_names, outbound_state, run_shared_names
 from mpdrm.contract.sites import site_names as cohort_site_names
-from mpdrm.data.cohorts import default_cohort_dir
 
 from .checkpoint import Checkpoint, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .dp_report import budget_stop, record_round_dp
@@ -55,18 +54,17 @@ def site_names(cfg: Mapping[str, Any]) -> dict[str, str]:
     return cohort_site_names(str(cfg.get("cohort", "")))
 
 
-def name_default_cohort_sites(cfg: Mapping[str, Any], grid: Grid, sites: dict[str, str],
-                              summary: dict[str, Any]) -> None:
-    """Name the sites of the default synthetic cohort (``flwr run .`` with no ``cohort``).
+def learn_site_names(strategy: Strategy, sites: dict[str, str], summary: dict[str, Any]) -> None:
+    """Add the names simulated sites reported (``mpdrm.contract.keys.SITE``) to ``sites``.
 
-    The simulated sites generate that cohort at their first message, so its folder names
-    are known only after round 0; partition ids ``0..n-1`` then map to its sorted folders.
-    A deployment's site ids are CRC32 values of folder names, so nothing there matches.
+    A run on the default synthetic cohort (``flwr run .`` with no ``cohort``) learns its
+    sites' folder names only from their replies; deployed sites report none, so they stay
+    ``site <id>``. ``summary["sites"]`` and the round-0 evaluation follow the names.
     """
-    if sites or str(cfg.get("cohort", "")):
+    reported = dict(getattr(strategy, "site_names", {}))
+    if all(sites.get(k) == v for k, v in reported.items()):
         return
-    folder = default_cohort_dir(cfg, len(list(grid.get_node_ids())))
-    sites.update(cohort_site_names(folder))
+    sites.update(reported)
     summary["sites"] = dict(sites)
     if "initial" in summary:
         summary["initial"]["eval"] = rename_sites(summary["initial"]["eval"], sites)
@@ -77,8 +75,8 @@ def instruction_config(cfg: Mapping[str, Any]) -> ConfigRecord:
     return ConfigRecord({k: v for k, v in cfg.items() if k.startswith(("train.", "eval."))})
 
 
-def site_rules(cfg: Mapping[str, Any], grid: Grid, strategy: Strategy, sites: Mapping[str, str],
-               summary: Mapping[str, Any]) -> tuple[Gate, TrainCheck]:
+def site_rules(cfg: Mapping[str, Any], grid: Grid, strategy: Strategy, sites: dict[str, str],
+               summary: dict[str, Any]) -> tuple[Gate, TrainCheck]:
     """The ``min-sites`` hooks of :func:`server.loop.run_rounds` (both raise :class:`TooFewSites`).
 
     ``gate``: before a stage samples sites, wait at most ``min-sites-wait`` seconds for
@@ -98,6 +96,7 @@ def site_rules(cfg: Mapping[str, Any], grid: Grid, strategy: Strategy, sites: Ma
 
     def after_train(server_round: int) -> None:
         raw = strategy.rounds[server_round].to_dict()
+        learn_site_names(strategy, sites, summary)
         reason = train_shortfall(raw, min_sites, known(), sites)
         if reason is None:
             return
@@ -156,13 +155,14 @@ def start_or_resume(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, a
 
 
 def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, summary: dict[str, Any],
-                   sites: Mapping[str, str], clock: Any) -> Any:
+                   sites: dict[str, str], clock: Any) -> Any:
     """The ``on_round`` hook of :func:`server.loop.run_rounds`: record the round in the
     summary, save checkpoint and summary atomically, print progress; ``True`` stops the
     run (too few sites left with privacy budget)."""
     rounds = int(cfg["num-server-rounds"])
 
     def on_round(server_round: int, current: ArrayRecord) -> bool:
+        learn_site_names(strategy, sites, summary)
         entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
         record_round_dp(summary, entry, strategy)
         add_round(summary, entry)
@@ -214,6 +214,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     sites = site_names(cfg)
     instructions = instruction_config(cfg)
     summary, first, arrays, resumed = start_or_resume(cfg, run_dir, strategy, arrays, (shared, kept), sites)
+    sites.update(summary.get("sites", {}))  # a resumed run keeps the names it learned
     gate, after_train = site_rules(cfg, grid, strategy, sites, summary)
     base_seconds = float(summary.get("wall_seconds", 0.0))
 
@@ -224,7 +225,7 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     try:
         if not resumed:
             evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds, deadline)
-            name_default_cohort_sites(cfg, grid, sites, summary)
+            learn_site_names(strategy, sites, summary)
         if first <= rounds:
             run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=instructions,
                        evaluate_config=instructions, timeout=timeout, on_round=on_round,

@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from strategies.metrics import per_site_metrics, weighted_average
-from strategies.ordering import node_sites
+from strategies.ordering import node_sites, reported_site_names
 from strategies.round_log import RoundLog
 from strategies.traffic import total_bytes
 
@@ -30,6 +30,7 @@ class LocalOnlyStrategy(Strategy):
         self.aggregator = sampler
         self.rounds: dict[int, RoundLog] = {}
         self.node_sites: dict[int, int] = {}  # node id -> site id seen in valid replies
+        self.site_names: dict[str, str] = {}  # site id -> name a simulated site reported
 
     def round_log(self, server_round: int) -> RoundLog:
         """Return (creating if needed) the log of ``server_round``."""
@@ -53,6 +54,7 @@ class LocalOnlyStrategy(Strategy):
         entry.bytes_up_train += total_bytes(valid)
         entry.train_per_site = per_site_metrics(valid)
         self.node_sites.update(node_sites(valid))
+        self.site_names.update(reported_site_names(valid))
         metrics = weighted_average(entry.train_per_site) if valid else None
         entry.train_metrics = dict(metrics) if metrics is not None else None
         return None, metrics
@@ -71,6 +73,7 @@ class LocalOnlyStrategy(Strategy):
         entry = self.round_log(server_round)
         entry.bytes_up_evaluate += total_bytes(valid)
         entry.evaluate_per_site = per_site_metrics(valid)
+        self.site_names.update(reported_site_names(valid))
         metrics = weighted_average(entry.evaluate_per_site) if valid else None
         entry.evaluate_metrics = dict(metrics) if metrics is not None else None
         return metrics

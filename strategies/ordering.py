@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import Message
 
+from mpdrm.contract.keys import SITE, SITE_NAME
+
 from .validation import metric_record
 
 
@@ -33,6 +35,21 @@ def duplicate_site_ids(messages: Iterable[Message], key: str = "site-id") -> set
 def node_sites(messages: Iterable[Message], key: str = "site-id") -> dict[int, int]:
     """Return ``{node id: site id}`` of validated replies (where each site was seen)."""
     return {int(message.metadata.src_node_id): site_id_of(message, key) for message in messages}
+
+
+def reported_site_names(messages: Iterable[Message], key: str = "site-id") -> dict[str, str]:
+    """Return ``{site id (str): name}`` of validated replies that carry a ``site`` ConfigRecord.
+
+    Simulated sites report their folder name; deployed sites report none (then the
+    coordinator names them by id).
+    """
+    names: dict[str, str] = {}
+    for message in messages:
+        record = message.content.config_records.get(SITE)
+        name = record.get(SITE_NAME) if record is not None else None
+        if isinstance(name, str) and name:
+            names[str(site_id_of(message, key))] = name
+    return names
 
 
 def site_label(site_id: int | None, node_id: int, known: Mapping[int, int]) -> str:

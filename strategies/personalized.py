@@ -35,6 +35,7 @@ from .ordering import (
     instruction_nodes,
     node_sites,
     reply_node_id,
+    reported_site_names,
     site_id_of,
     site_label,
     sort_by_site_id,
@@ -111,6 +112,8 @@ class PersonalizedStrategy(Strategy):
         self.rounds: dict[int, RoundLog] = {}
         #: Node id -> site id of every valid reply so far (names dead/rejected sites).
         self.node_sites: dict[int, int] = {}
+        #: Site id (str) -> the name a simulated site reported (deployed sites report none).
+        self.site_names: dict[str, str] = {}
         self._sent: dict[str, list[Message]] = {}  # stage -> this round's instructions
         self._reference: dict[str, ArraySpec] = {}
         self._key_order: list[str] = []
@@ -301,6 +304,7 @@ class PersonalizedStrategy(Strategy):
             self._reject(entry, stage, reply, f"duplicate site id {site}", sent)
             valid.remove(reply)
         self.node_sites.update(node_sites(valid, self.site_id_key))
+        self.site_names.update(reported_site_names(valid, self.site_id_key))
         return sort_by_site_id(valid, self.site_id_key)
 
     def _reject(

@@ -6,7 +6,9 @@ Reply: ArrayRecord :data:`ARRAYS` (training only), MetricRecord :data:`METRICS` 
 :data:`SITE_ID` and :data:`NUM_EXAMPLES`; under client-side DP also :data:`EPSILON` and the
 ``dp-*`` totals (:func:`dp_totals`). A site that declines a round sends no arrays, the
 metric :data:`BUDGET_EXHAUSTED` = 1 when its privacy budget is the reason, and a
-ConfigRecord :data:`DECLINED` with a human-readable ``reason``.
+ConfigRecord :data:`DECLINED` with a human-readable ``reason``. A simulated site also sends
+a ConfigRecord :data:`SITE` with its folder name (:data:`SITE_NAME`), so the coordinator can
+name it in logs and the summary; a deployed site does not (the coordinator sees site ids).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ CONFIG = "config"
 METRICS = "metrics"
 DECLINED = "declined"
 DECLINED_REASON = "reason"
+SITE = "site"
+SITE_NAME = "name"
 
 SERVER_ROUND = "server-round"
 SITE_ID = "site-id"

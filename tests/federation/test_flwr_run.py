@@ -193,8 +193,10 @@ def test_flwr_run_runs_the_default_job(flwr_env: dict[str, str], tmp_path: Path)
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1]
+    names = ["site-01", "site-02", "site-03"]  # reported by the simulated sites
+    assert summary["sites"] == {str(i): name for i, name in enumerate(names)}
     for entry in (summary["initial"]["eval"], summary["rounds"][0]["eval"], summary["final"]):
-        assert len(entry["per_site"]) == 3
+        assert sorted(entry["per_site"]) == names
         assert all(math.isfinite(site["rmse"]) for site in entry["per_site"].values())
     assert sorted(p.name for p in (run_dir / "site-state").iterdir()) == ["site-01", "site-02", "site-03"]
     cohort = synthetic_cohort_dir(Path(flwr_env["FEDMPDRM_CACHE"]), DEFAULT_SYNTHETIC_COHORT)
