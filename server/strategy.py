@@ -12,7 +12,8 @@ from strategies.personalized import PersonalizedStrategy
 from strategies.round_log import RoundLog
 
 from mpdrm.contract.names import LOCAL_PREFIX
-from mpdrm.contract.runconfig import section
+from mpdrm.contract.runconfig import section, typed_section
+from mpdrm.contract.schema import StrategySection
 
 from .central_dp import central_dp_wrapper
 from .local_only import LocalOnlyStrategy
@@ -23,6 +24,9 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
     ``mpdrm``: ``strategies.build_strategy`` over the partition's shared names.
     ``fedavg_full``: the same aggregator, accepting the whole model (baseline).
     ``local_only``: :class:`LocalOnlyStrategy` (no aggregation).
+
+    ``strategy.robust``, ``strategy.robust_bound``, ``strategy.robust_trim`` (bounded
+    influence of one site, :func:`robust_settings`) apply to both aggregating modes.
     """
     mode = str(cfg["mode"])
     min_sites = int(cfg["min-sites"])
@@ -36,9 +40,10 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
     options = {**sampling, **section(cfg, "strategy.options")}
     name = str(cfg["strategy.aggregation"])
     wrap = central_dp_wrapper(cfg)  # dp.mode=central: Flower's server-side clipping + noise
+    robust = robust_settings(cfg, central_dp=wrap is not None)
     if mode == "mpdrm":
         return strategies.build_strategy(name, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,
-                                         wrap_aggregator=wrap, **options)
+                                         wrap_aggregator=wrap, robust=robust, **options)
     if mode == "fedavg_full":
         inner = strategies.build_strategy(
             name, [n for n in shared_names if not n.startswith(LOCAL_PREFIX)] or ["_"],
@@ -47,8 +52,34 @@ def make_strategy(cfg: Mapping[str, Any], shared_names: Sequence[str]) -> Strate
         return PersonalizedStrategy(
             inner.aggregator, list(shared_names), min_train_nodes=min_sites, min_evaluate_nodes=min_sites,
             local_prefix=None,  # the whole model is shared: no name is site-local
+            robust=robust,
         )
     raise ValueError(f"unknown mode {mode!r}: mpdrm, fedavg_full or local_only (centralized runs without Flower)")
+
+
+def robust_settings(cfg: Mapping[str, Any], *, central_dp: bool = False) -> strategies.RobustConfig | None:
+    """The bounded-influence settings of a run config (``strategy.robust*``), or ``None`` when off.
+
+    Under central DP (``dp.mode=central``) only ``strategy.robust=fixed`` without trimming is
+    accepted: a fixed bound is a function of one site's update alone, so Flower's clipping
+    and noise still bound and hide each site; a median-derived bound or a trimmed mean makes
+    one site's contribution depend on the others' updates, which the central-DP accounting
+    does not cover.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, a bad bound or trim, or a combination central DP cannot account for.
+    """
+    values = typed_section(cfg, "strategy", StrategySection)
+    robust = strategies.robust_config(values.get("robust"), values.get("robust_bound"), values.get("robust_trim") or 0.0)
+    if robust is not None and central_dp and (robust.mode != "fixed" or robust.trim > 0):
+        raise ValueError(
+            f"dp.mode=central with strategy.robust={robust.mode or '(off)'!r}, strategy.robust_trim={robust.trim:g}: "
+            "under central DP only strategy.robust=fixed (no trimming) keeps each site's contribution a function of "
+            "its own update, as the noise calibration assumes; use strategy.robust=fixed with strategy.robust_bound"
+        )
+    return robust
 
 
 def capture_state(strategy: Strategy) -> dict[str, Any]:

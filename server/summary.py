@@ -63,6 +63,9 @@ def round_entry(round_log: Mapping[str, Any], sites: Mapping[str, str]) -> dict[
     entry = dict(round_log)
     entry["train"] = rename_sites(entry.get("train", {}), sites)
     entry["eval"] = rename_sites(entry.get("eval", {}), sites)
+    if entry.get("robust") is not None:  # bounded influence: flagged sites by name too
+        entry["robust"] = rename_sites(entry["robust"], sites)
+        entry["robust"]["flagged"] = [sites.get(str(s), str(s)) for s in entry["robust"].get("flagged", [])]
     return entry
 
 

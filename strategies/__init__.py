@@ -8,11 +8,13 @@ AGGREGATORS: rule name -> Flower strategy class
 select_shared(arrays, shared_names) -> ArrayRecord
 aggregator_state(strategy) / load_aggregator_state(strategy, state)
 Rejection, RoundLog: what the strategy records per round
+RobustConfig, robust_config: bounded influence of one site (strategy.robust)
 """
 
 from .factory import AGGREGATORS, build_strategy
 from .personalized import PersonalizedStrategy
 from .records import select_shared
+from .robust import RobustConfig, robust_config
 from .round_log import Rejection, RoundLog
 from .state import aggregator_state, load_aggregator_state
 from .validation import LOCAL_PREFIX, validate_evaluate_reply, validate_train_reply
@@ -22,10 +24,12 @@ __all__ = [
     "LOCAL_PREFIX",
     "PersonalizedStrategy",
     "Rejection",
+    "RobustConfig",
     "RoundLog",
     "aggregator_state",
     "build_strategy",
     "load_aggregator_state",
+    "robust_config",
     "select_shared",
     "validate_evaluate_reply",
     "validate_train_reply",

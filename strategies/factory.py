@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import (
 )
 
 from .personalized import PersonalizedStrategy
+from .robust import RobustConfig
 
 AGGREGATORS: dict[str, type[FedAvg]] = {
     "fedavg": FedAvg,
@@ -45,6 +46,7 @@ def build_strategy(
     min_train_nodes: int = 2,
     min_evaluate_nodes: int = 2,
     wrap_aggregator: Callable[[Strategy], Strategy] | None = None,
+    robust: RobustConfig | None = None,
     **options: Any,
 ) -> PersonalizedStrategy:
     """Return a ready :class:`PersonalizedStrategy` using aggregation rule ``name``.
@@ -65,6 +67,10 @@ def build_strategy(
         Optional wrapper applied to the Flower aggregator *inside* the validation,
         e.g. ``lambda s: DifferentialPrivacyServerSideFixedClipping(s, 1.0, 0.5, 3)``:
         the DP wrapper then only ever sees validated, shared-only replies.
+    robust : RobustConfig | None (default: None)
+        Bounded influence of one site (``strategy.robust``): every valid update is
+        norm-bounded and/or coordinate-wise trimmed before the (wrapped) aggregator sees
+        it (:class:`strategies.robust_replies.RobustFilter`).
     **options : Any
         Options of the Flower class (``fraction_train``, ``min_available_nodes``,
         ``eta``, ``beta_1``, ``server_momentum``, ``proximal_mu``, ``beta``, ...).
@@ -105,4 +111,5 @@ def build_strategy(
         min_train_nodes=min_train_nodes,
         min_evaluate_nodes=min_evaluate_nodes,
         weighted_by_key=kwargs.get("weighted_by_key", "num-examples"),
+        robust=robust,
     )

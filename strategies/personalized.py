@@ -12,6 +12,9 @@
   and Flower's reply-consistency check always holds;
 - the round is skipped (aggregate ``None``, global unchanged) if fewer valid replies
   than the minimum remain;
+- optionally (``robust=``, :class:`strategies.robust_replies.RobustFilter`), each site's
+  update is norm-bounded and/or coordinate-wise trimmed before the aggregator sees it,
+  and the round's report (norms, bound, flagged sites) is kept in its RoundLog;
 - bytes down/up, per-site and example-weighted metrics are kept per round in
   :attr:`PersonalizedStrategy.rounds`.
 """
@@ -40,6 +43,8 @@ from .ordering import (
     site_label,
     sort_by_site_id,
 )
+from .robust import RobustConfig
+from .robust_replies import RobustFilter
 from .round_log import Rejection, RoundLog
 from .traffic import total_bytes
 from .validation import (
@@ -77,6 +82,10 @@ class PersonalizedStrategy(Strategy):
         Prefix of site-local names; none of ``shared_names`` may start with it, and a
         reply carrying such a name is rejected as a leak. ``None`` declares that no name
         is site-local: the ``fedavg_full`` baseline, which shares the whole model.
+    robust : RobustConfig or None (default: None)
+        Bounded influence of one site (``strategy.robust``): each valid reply's update
+        (reply - global) is norm-bounded and/or coordinate-wise trimmed before the
+        aggregator (and a central-DP wrapper) sees it; ``None``: replies go as they are.
     """
 
     # pylint: disable=too-many-arguments
@@ -90,6 +99,7 @@ class PersonalizedStrategy(Strategy):
         weighted_by_key: str = "num-examples",
         site_id_key: str = "site-id",
         local_prefix: str | None = LOCAL_PREFIX,
+        robust: RobustConfig | None = None,
     ) -> None:
         names = list(shared_names)
         if not names:
@@ -109,6 +119,8 @@ class PersonalizedStrategy(Strategy):
         self.weighted_by_key = weighted_by_key
         self.site_id_key = site_id_key
         self.local_prefix = local_prefix
+        #: The bounded-influence step between validation and aggregation (or None).
+        self.robust: RobustFilter | None = RobustFilter(robust) if robust is not None else None
         self.rounds: dict[int, RoundLog] = {}
         #: Node id -> site id of every valid reply so far (names dead/rejected sites).
         self.node_sites: dict[int, int] = {}
@@ -117,6 +129,7 @@ class PersonalizedStrategy(Strategy):
         self._sent: dict[str, list[Message]] = {}  # stage -> this round's instructions
         self._reference: dict[str, ArraySpec] = {}
         self._key_order: list[str] = []
+        self._global = ArrayRecord()  # the global record of the current training round
 
     def __repr__(self) -> str:
         """Return a short description."""
@@ -145,6 +158,8 @@ class PersonalizedStrategy(Strategy):
             self.min_train_nodes,
             self.min_evaluate_nodes,
         )
+        if self.robust is not None:
+            log(INFO, "\t│\t└── Bounded influence: %s", self.robust.describe())
         self.aggregator.summary()
 
     # ----------------------------------------------------------------- train
@@ -157,6 +172,7 @@ class PersonalizedStrategy(Strategy):
             name: (tuple(array.shape), array.dtype) for name, array in arrays.items()
         }
         self._key_order = list(arrays.keys())
+        self._global = arrays
         messages = list(self.aggregator.configure_train(server_round, arrays, config, grid))
         self._sent["train"] = messages
         entry = self.round_log(server_round)
@@ -205,9 +221,15 @@ class PersonalizedStrategy(Strategy):
                 self.min_train_nodes,
             )
             return None, None
-        arrays, _ = self.aggregator.aggregate_train(
-            server_round, [self._reduced_reply(msg) for msg in valid]
-        )
+        reduced = [self._reduced_reply(msg) for msg in valid]
+        if self.robust is not None:
+            reduced, entry.robust = self.robust.apply(
+                server_round,
+                reduced,
+                [site_id_of(msg, self.site_id_key) for msg in valid],
+                self._global,
+            )
+        arrays, _ = self.aggregator.aggregate_train(server_round, reduced)
         metrics = weighted_average(entry.train_per_site, self.weighted_by_key)
         entry.train_metrics = dict(metrics)
         if arrays is None:

@@ -54,6 +54,11 @@ class RoundLog:
     names; see :mod:`strategies.traffic`). ``bytes_down`` counts every instruction
     sent (training and evaluation), ``bytes_up`` every reply received, rejected
     ones included.
+
+    ``robust`` is the bounded-influence report of the round's training aggregation
+    (:meth:`strategies.robust_replies.RobustFilter.apply`: every site's update norm, the
+    bound, the flagged sites), ``None`` when ``strategy.robust`` is off or nothing was
+    aggregated.
     """
 
     round: int
@@ -69,6 +74,7 @@ class RoundLog:
     evaluate_metrics: dict[str, Any] | None = None
     aggregated: bool = False
     rejections: list[Rejection] = field(default_factory=list)
+    robust: dict[str, Any] | None = None
 
     @property
     def bytes_down(self) -> int:
@@ -105,6 +111,7 @@ class RoundLog:
                 "per_site": {str(k): v for k, v in self.evaluate_per_site.items()},
             },
             "rejected": [asdict(rejection) for rejection in self.rejections],
+            **({"robust": _robust_dict(self.robust)} if self.robust is not None else {}),
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -125,4 +132,18 @@ class RoundLog:
         values = {k: v for k, v in data.items() if k != "rejections"}
         for key in ("train_per_site", "evaluate_per_site"):
             values[key] = {int(site): dict(metrics) for site, metrics in dict(data.get(key) or {}).items()}
+        if data.get("robust") is not None:
+            robust = dict(data["robust"])
+            robust["per_site"] = {int(s): dict(v) for s, v in dict(robust.get("per_site") or {}).items()}
+            robust["flagged"] = [int(s) for s in robust.get("flagged", [])]
+            values["robust"] = robust
         return cls(**values, rejections=[Rejection.from_dict(r) for r in data.get("rejections", [])])
+
+
+def _robust_dict(robust: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``summary.json`` shape of a bounded-influence report: site ids as strings
+    (``per_site`` keys and ``flagged``), as in the train and eval blocks."""
+    out = dict(robust)
+    out["per_site"] = {str(k): dict(v) for k, v in dict(robust.get("per_site") or {}).items()}
+    out["flagged"] = [str(s) for s in robust.get("flagged", [])]
+    return out

@@ -178,6 +178,13 @@ class StrategySection:
     fraction_train: float = field(default=1.0, metadata=_flat("fraction-train"))
     fraction_evaluate: float = field(default=1.0, metadata=_flat("fraction-evaluate"))
     options: dict[str, Any] = field(default_factory=dict)  # the Flower aggregator's keywords, e.g. {eta: 0.01}
+    # bounded influence of one site (strategies.robust): each update (reply - global) is norm-bounded
+    # before aggregation: "" (off) | median (robust_bound x the round's median update norm) | fixed
+    robust: str = ""
+    # median: the multiplier (None: 2.0); fixed: the L2 norm itself (required)
+    robust_bound: Optional[float] = None
+    # coordinate-wise trimmed mean: fraction of sites dropped per side (0: off; < 0.5)
+    robust_trim: float = 0.0
 
 
 @dataclass
