@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from mpdrm.contract import keys
 from mpdrm.contract.schema import DP_MODES
-from mpdrm.privacy import BudgetDecision, DPConfig, PrivateEngine, SitePrivacy, round_steps
+from mpdrm.privacy import BudgetDecision, DPConfig, PatientPoissonLoader, PrivateEngine, SitePrivacy, round_steps
 
 
 def dp_mode(cfg: Mapping[str, Any]) -> str:
@@ -63,10 +63,10 @@ def client_dp_config(cfg: Mapping[str, Any]) -> DPConfig | None:
         raise ValueError(f"dp.mode=opacus: unknown or server-side-only keys {sorted(unknown)}; known: {sorted(names)}")
     if values.get("target_epsilon") is not None and values.get("planned_rounds") in (None, ""):
         values["planned_rounds"] = int(cfg["num-server-rounds"])
-    for key in ("planned_rounds", "noise_seed"):
+    for key in ("planned_rounds", "noise_seed", "clips_per_patient"):
         if key in values:
             values[key] = int(values[key])
-    for key in ("max_grad_norm", "delta", "noise_multiplier", "target_epsilon", "epsilon_budget"):
+    for key in ("max_grad_norm", "delta", "noise_multiplier", "target_epsilon", "epsilon_budget", "patients_per_step"):
         if key in values:
             values[key] = float(values[key])
     return DPConfig.from_dict(values)
@@ -89,6 +89,35 @@ def newest_ledger(states: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] 
     return best
 
 
+def private_loader(dp_cfg: DPConfig, dataset: Any, *, batch_size: int, seed: int) -> DataLoader | PatientPoissonLoader:
+    """The round's Poisson loader: of patients (``dp.unit=patient``) or of clips.
+
+    Patient level: ``dp.patients_per_step`` expected patients per step (default
+    ``batch_size // dp.clips_per_patient``, at least 1), ``dp.clips_per_patient`` clips each.
+    Clip level: a plain ``DataLoader`` of expected batch ``batch_size`` (Opacus samples it).
+    """
+    if dp_cfg.unit == "patient":
+        expected = dp_cfg.patients_per_step or max(1, int(batch_size) // int(dp_cfg.clips_per_patient))
+        return PatientPoissonLoader(dataset, expected_patients=float(expected),
+                                    clips_per_patient=int(dp_cfg.clips_per_patient), seed=int(seed))
+    return DataLoader(dataset, batch_size=int(batch_size), generator=torch.Generator().manual_seed(int(seed) % 2**63))
+
+
+def privacy_units(dp_cfg: DPConfig, dataset: Any) -> int:
+    """How many units the guarantee protects at the site: patients, or clips."""
+    return len(set(int(s) for s in dataset.subjects)) if dp_cfg.unit == "patient" else len(dataset)
+
+
+def check_delta(dp_cfg: DPConfig, units: int) -> None:
+    """Refuse a delta that is not below 1 / units (it would allow leaking a unit outright)."""
+    if not dp_cfg.delta < 1.0 / max(units, 1):
+        raise ValueError(
+            f"dp.delta={dp_cfg.delta:g} is not below 1/{units} (the site has {units} "
+            f"{dp_cfg.unit}s): with such a delta the guarantee allows releasing one {dp_cfg.unit}'s "
+            f"data outright; use dp.delta <= {0.1 / max(units, 1):.2g}"
+        )
+
+
 class PrivateRound:
     """One site's DP-SGD round: Poisson loader, budget decision, training engine, ledger.
 
@@ -101,7 +130,8 @@ class PrivateRound:
     dataset : Dataset
         The site's training set.
     batch_size : int
-        Expected Poisson batch size (the sample rate is ``1 / ceil(N / batch_size)``).
+        Clip level: the expected Poisson batch (the sample rate is ``1 / ceil(N / batch_size)``);
+        patient level: ``batch_size // dp.clips_per_patient`` expected patients by default.
     epochs, max_steps : int, int or None
         The round's local training length (``train.epochs``, ``train.max_steps``).
     seed : int
@@ -110,9 +140,11 @@ class PrivateRound:
 
     def __init__(self, dp_cfg: DPConfig, ledger: Mapping[str, Any] | None, dataset: Any, *, batch_size: int,
                  epochs: int, max_steps: int | None, seed: int) -> None:
+        self.units = privacy_units(dp_cfg, dataset)
+        self.patients = privacy_units(dataclasses.replace(dp_cfg, unit="patient"), dataset)
+        check_delta(dp_cfg, self.units)
         self.privacy = SitePrivacy(dp_cfg, state=ledger)
-        self.loader = DataLoader(dataset, batch_size=int(batch_size),
-                                 generator=torch.Generator().manual_seed(int(seed) % 2**63))
+        self.loader = private_loader(dp_cfg, dataset, batch_size=batch_size, seed=seed)
         self.steps_planned = round_steps(self.loader, epochs, max_steps)
         self.decision: BudgetDecision = self.privacy.plan_round(self.loader, self.steps_planned)
         self.summary: dict[str, Any] | None = None
@@ -146,6 +178,8 @@ class PrivateRound:
             "dp-noise-multiplier": float(self.decision.noise_multiplier),
             "dp-sample-rate": float(self.decision.sample_rate),
             "dp-max-grad-norm": float(self.privacy.cfg.max_grad_norm),
+            keys.DP_PATIENT_LEVEL: float(self.privacy.cfg.unit == "patient"),
+            keys.DP_PATIENTS: float(self.patients),
         }
         if self.summary is not None:
             out["dp-steps-round"] = float(self.summary["steps_round"])

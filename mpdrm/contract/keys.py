@@ -33,6 +33,8 @@ DP_DELTA = "dp-delta"
 DP_STEPS = "dp-steps"
 DP_NOISE_MULTIPLIER = "dp-noise-multiplier"
 DP_SAMPLE_RATE = "dp-sample-rate"
+DP_PATIENT_LEVEL = "dp-patient-level"  # 1: the unit of privacy is a patient; 0: a clip
+DP_PATIENTS = "dp-patients"  # patients in the site's training set
 
 
 def budget_exhausted(metrics: Mapping[str, Any]) -> bool:
@@ -42,7 +44,8 @@ def budget_exhausted(metrics: Mapping[str, Any]) -> bool:
 
 
 def dp_totals(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{"noise_multiplier", "sample_rate", "steps", "delta", "epsilon"}`` from a reply's metrics.
+    """``{"noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "unit", "patients"}`` from a
+    reply's metrics (``unit``: ``"patient"`` or ``"clip"``; ``sample_rate`` is that unit's rate).
 
     ``None`` when the reply carries no client-side DP figures.
     """
@@ -54,4 +57,6 @@ def dp_totals(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         "steps": int(metrics[DP_STEPS]),
         "delta": metrics.get(DP_DELTA),
         "epsilon": metrics[EPSILON],
+        "unit": "patient" if metrics.get(DP_PATIENT_LEVEL, 0) else "clip",
+        "patients": int(metrics[DP_PATIENTS]) if DP_PATIENTS in metrics else None,
     }

@@ -10,6 +10,9 @@ Typical round at a site::
     result = train_local(model, loader, train_cfg, engine=dp.engine(), ...)  # DP-SGD; unwraps
     dp.finish()                                                # the round's report
     site_state["dp"] = dp.state_dict(); metrics["epsilon"] = dp.epsilon()
+
+Patient-level DP (a patient's every clip is the unit) is the same round with a
+:class:`PatientPoissonLoader` instead of the ``DataLoader``.
 """
 from .accounting import SiteAccountant
 from .budget import BudgetDecision, check_budget
@@ -25,6 +28,7 @@ from .engine import (
 )
 from .naming import plain_name, plain_state_dict, unwrap_model
 from .noise import calibrate_noise_multiplier
+from .patients import PatientPoissonLoader, make_patient_private, patient_private_step, sum_by_patient
 from .private_engine import PrivateEngine
 from .site import BudgetExhausted, SitePrivacy, round_steps
 
@@ -32,6 +36,7 @@ __all__ = [
     "BudgetDecision",
     "BudgetExhausted",
     "DPConfig",
+    "PatientPoissonLoader",
     "PrivateEngine",
     "PrivateTraining",
     "SiteAccountant",
@@ -41,10 +46,13 @@ __all__ = [
     "check_budget",
     "check_coverage",
     "is_empty_batch",
+    "make_patient_private",
     "make_private",
+    "patient_private_step",
     "noise_only_step",
     "private_step",
     "round_steps",
+    "sum_by_patient",
     "plain_name",
     "plain_state_dict",
     "unwrap_model",

@@ -8,11 +8,13 @@ from typing import Any, Mapping
 
 ACCOUNTANTS = ("prv", "rdp")
 GRAD_SAMPLE_MODES = ("grouped", "ew", "hooks", "functorch")
+#: The unit of privacy: a patient (all of a subject's clips) or a single clip.
+UNITS = ("patient", "clip")
 
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Settings of record-level DP-SGD at a site.
+    """Settings of DP-SGD at a site (patient-level by default, or clip-level).
 
     Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set. With
     ``target_epsilon`` the noise multiplier is calibrated once, so that the planned
@@ -24,8 +26,8 @@ class DPConfig:
     max_grad_norm
         Per-example clipping bound C (L2 norm over all trainable parameters).
     delta
-        The delta of the (epsilon, delta) guarantee; should be well below 1 / (number
-        of training examples at the site).
+        The delta of the (epsilon, delta) guarantee. A site refuses a delta that is not
+        below 1 / (its number of units: patients, or clips with ``unit="clip"``).
     noise_multiplier
         Fixed ratio sigma of the Gaussian noise's std to C.
     target_epsilon
@@ -48,7 +50,16 @@ class DPConfig:
         Seed of the noise generator (reproducible runs); ``None`` uses torch's global
         RNG. Ignored with ``secure_mode``.
     secure_mode
-        Use Opacus's cryptographically secure RNG for noise and sampling.
+        Use Opacus's cryptographically secure RNG for noise and sampling (clip level only).
+    unit
+        ``"patient"``: each step Poisson-samples patients and clips each patient's summed
+        gradient (the guarantee covers a patient's every visit and clip at the site);
+        ``"clip"``: each clip is a record (the guarantee covers one clip only).
+    clips_per_patient
+        Clips taken from a sampled patient per step (patient level).
+    patients_per_step
+        Expected patients per step (patient level); ``None``: the run's batch size divided
+        by ``clips_per_patient`` (at least 1).
     """
 
     max_grad_norm: float = 1.0
@@ -61,6 +72,9 @@ class DPConfig:
     grad_sample_mode: str = "grouped"
     noise_seed: int | None = None
     secure_mode: bool = False
+    unit: str = "patient"
+    clips_per_patient: int = 4
+    patients_per_step: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,6 +99,12 @@ class DPConfig:
             problems.append(
                 f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}"
             )
+        if self.unit not in UNITS:
+            problems.append(f"unit must be one of {UNITS}, got {self.unit!r}")
+        if not self.clips_per_patient >= 1:
+            problems.append(f"clips_per_patient must be >= 1, got {self.clips_per_patient}")
+        if self.patients_per_step is not None and not self.patients_per_step > 0:
+            problems.append(f"patients_per_step must be > 0, got {self.patients_per_step}")
         if problems:
             raise ValueError("invalid DP config: " + "; ".join(problems))
 

@@ -69,13 +69,17 @@ def check_coverage(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> 
         )
 
 
-def accounting_sample_rate(loader: DataLoader) -> float:
+def accounting_sample_rate(loader: Any) -> float:
     """The sample rate Opacus records per step for a plain ``loader`` made private.
 
     Opacus samples with rate ``1 / len(loader)`` and takes ``int(1 / rate)`` steps per
     epoch, then accounts each step at ``1 / steps_per_epoch``; this returns that same
-    float, so a look-ahead before wrapping matches the accountant exactly.
+    float, so a look-ahead before wrapping matches the accountant exactly. A loader that
+    samples by itself (``mpdrm.privacy.patients.PatientPoissonLoader``) states its rate.
     """
+    own = getattr(loader, "sample_rate", None)
+    if own is not None:
+        return float(own)
     if len(loader) < 1:
         raise ValueError("the training loader is empty")
     return 1 / int(1 / (1 / len(loader)))
@@ -116,8 +120,10 @@ def noise_only_step(optimizer: DPOptimizer) -> None:
     """Take a DP step for an empty Poisson batch: the update is pure noise, and it counts.
 
     Skipping the step instead would reveal that the batch was empty and break the
-    accounting; and a forward pass on zero examples fails in 'ew' mode.
+    accounting; and a forward pass on zero examples fails in 'ew' mode. The previous
+    step's sums are cleared first (Opacus refuses to noise an already processed sum).
     """
+    optimizer.zero_grad(set_to_none=True)
     for p in optimizer.params:
         p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
     optimizer.step()
@@ -179,6 +185,9 @@ class PrivateTraining:
     max_grad_norm: float
     sample_rate: float
     restore: Callable[[], None] = lambda: None
+    #: ``step(model, batch, optimizer, loss_fn)``: :func:`private_step` (a clip per row) or
+    #: ``mpdrm.privacy.patients.patient_private_step`` (a patient per row).
+    step: Callable[..., Mapping[str, torch.Tensor]] = private_step
     closed: bool = field(default=False, init=False)
 
     @property
@@ -209,8 +218,8 @@ class PrivateTraining:
         return unwrap_model(self.model)
 
 
-def check_private_ready(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                        grad_sample_mode: str) -> None:
+def check_private_ready(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: Any,
+                        grad_sample_mode: str, *, sampled_by_loader: bool = False) -> None:
     """Refuse what :func:`make_private` cannot make private correctly.
 
     Raises
@@ -220,12 +229,13 @@ def check_private_ready(model: torch.nn.Module, optimizer: torch.optim.Optimizer
         batch sampler (its batches are not Poisson samples), an optimizer that does not cover
         the trainable parameters (:func:`check_coverage`), ``hooks`` mode on convolutions it gets
         wrong (:func:`check_hooks_mode`) or a model Opacus's validator refuses.
+        ``sampled_by_loader``: the loader does its own Poisson sampling (patient level).
     """
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
     if unwrap_model(model) is not model:
         raise ValueError("model is already wrapped by Opacus; pass the plain model")
-    if loader.batch_size is None:
+    if loader.batch_size is None and not sampled_by_loader:
         raise ValueError(
             "DP-SGD needs a plain DataLoader(dataset, batch_size=B): batches from a custom "
             "batch sampler are not Poisson samples and the accounting would not hold"
@@ -287,18 +297,49 @@ def make_private(
     PrivateTraining
     """
     check_private_ready(model, optimizer, loader, grad_sample_mode)
+    return wrap_private(model, optimizer, loader, accountant=accountant, noise_multiplier=noise_multiplier,
+                        max_grad_norm=max_grad_norm, grad_sample_mode=grad_sample_mode,
+                        noise_generator=noise_generator, secure_mode=secure_mode)
+
+
+def wrap_private(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    *,
+    accountant: SiteAccountant,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    grad_sample_mode: str,
+    noise_generator: torch.Generator | None,
+    secure_mode: bool = False,
+    sample_rate: float | None = None,
+) -> PrivateTraining:
+    """Opacus's wrapping for :func:`make_private` (checked inputs).
+
+    ``sample_rate=None``: Opacus Poisson-samples records from the plain ``loader``.
+    Otherwise ``loader`` samples by itself at ``sample_rate`` (it is used as is) and the
+    accountant records that rate for every step; the optimizer refuses a second backward
+    pass per step either way.
+    """
     engine = site_privacy_engine(accountant, secure_mode)
-    private_model, private_optimizer, private_loader = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=loader,
-        noise_multiplier=float(noise_multiplier),
-        max_grad_norm=float(max_grad_norm),
-        poisson_sampling=True,
-        grad_sample_mode="hooks" if grad_sample_mode == "grouped" else grad_sample_mode,
-        noise_generator=None if secure_mode else noise_generator,
-    )
-    prime_empty_batches(private_loader)
+    own_sampling = sample_rate is not None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PrivacyEngine detected new dataset object")
+        private_model, private_optimizer, private_loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=float(noise_multiplier),
+            max_grad_norm=float(max_grad_norm),
+            poisson_sampling=not own_sampling,
+            grad_sample_mode="hooks" if grad_sample_mode == "grouped" else grad_sample_mode,
+            noise_generator=None if secure_mode else noise_generator,
+        )
+    if own_sampling:
+        private_model.forbid_grad_accumulation()
+    else:
+        prime_empty_batches(private_loader)
     restore = use_per_sample_layers(private_model) if grad_sample_mode == "grouped" else (lambda: None)
     return PrivateTraining(
         model=private_model,
@@ -307,6 +348,6 @@ def make_private(
         module=model,
         noise_multiplier=float(noise_multiplier),
         max_grad_norm=float(max_grad_norm),
-        sample_rate=1 / len(private_loader),
+        sample_rate=float(sample_rate) if own_sampling else 1 / len(private_loader),
         restore=restore,
     )

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..training_engine import Batch, LossFn, PlainEngine, TrainingEngine
-from .engine import PrivateTraining, private_step
+from .engine import PrivateTraining
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -23,7 +23,7 @@ class PrivateEngine(TrainingEngine):
 
     ``wrap`` builds the plain optimizer like `PlainEngine` (``cfg.optimizer``, restored state)
     and hands model, optimizer and loader to ``attach``, which makes them private (per-sample
-    gradients, Poisson loader, noise, accountant). Each step is :func:`private_step` (per-example
+    gradients, Poisson loader, noise, accountant). Each step is the round's ``PrivateTraining.step``: :func:`private_step` (per-example
     clipping, no global clipping, a noise-only step for an empty batch); ``unwrap`` closes the
     round's :class:`PrivateTraining`, leaving the plain model without hooks or per-sample
     attributes. The loss is per-example.
@@ -54,7 +54,7 @@ class PrivateEngine(TrainingEngine):
     def step(self, model: nn.Module, batch: Batch, loss_fn: LossFn) -> Mapping[str, torch.Tensor]:
         if self.private is None:
             raise RuntimeError("the engine is not wrapped: call wrap() first")
-        return private_step(model, batch, self.private.optimizer, loss_fn)
+        return self.private.step(model, batch, self.private.optimizer, loss_fn)
 
     def unwrap(self) -> None:
         if self.private is not None:

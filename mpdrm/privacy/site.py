@@ -12,6 +12,7 @@ from .budget import BudgetDecision, check_budget
 from .config import DPConfig
 from .engine import PrivateTraining, accounting_sample_rate, make_private
 from .noise import calibrate_noise_multiplier
+from .patients import PatientPoissonLoader, make_patient_private
 from .private_engine import PrivateEngine
 
 STATE_VERSION = 1
@@ -97,9 +98,13 @@ class SitePrivacy:
         return self._decision
 
     def attach(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader | PatientPoissonLoader
     ) -> PrivateTraining:
         """Wrap the round's model, optimizer and loader (after an allowed ``plan_round``).
+
+        A :class:`~mpdrm.privacy.patients.PatientPoissonLoader` makes the round patient-level
+        DP-SGD (one clipped gradient per sampled patient); a plain ``DataLoader`` makes it
+        record-level (one per clip).
 
         Raises
         ------
@@ -116,17 +121,15 @@ class SitePrivacy:
         if self.cfg.noise_seed is not None:
             seed = (int(self.cfg.noise_seed) * 1_000_003 + self.accountant.steps) % (2**63)
             generator = torch.Generator().manual_seed(seed)
-        private = make_private(
-            model,
-            optimizer,
-            loader,
-            accountant=self.accountant,
-            noise_multiplier=self.noise_multiplier,
-            max_grad_norm=self.cfg.max_grad_norm,
-            grad_sample_mode=self.cfg.grad_sample_mode,
-            noise_generator=generator,
-            secure_mode=self.cfg.secure_mode,
-        )
+        common = dict(accountant=self.accountant, noise_multiplier=self.noise_multiplier,
+                      max_grad_norm=self.cfg.max_grad_norm, grad_sample_mode=self.cfg.grad_sample_mode,
+                      noise_generator=generator)
+        if isinstance(loader, PatientPoissonLoader):
+            if self.cfg.secure_mode:
+                raise ValueError("secure_mode is not available with patient-level DP (dp.unit=patient)")
+            private = make_patient_private(model, optimizer, loader, **common)
+        else:
+            private = make_private(model, optimizer, loader, secure_mode=self.cfg.secure_mode, **common)
         if private.sample_rate != self._decision.sample_rate:
             raise RuntimeError(
                 f"the loader's sample rate {private.sample_rate} differs from the planned "

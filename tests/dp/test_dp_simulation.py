@@ -36,7 +36,8 @@ def test_opacus_simulation_reports_site_epsilon(cohort: Path, tmp_path: Path) ->
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and "stopped" not in summary
     assert set(summary["dp"]) == {"site-01", "site-02"}
     for site, totals in summary["dp"].items():
-        assert set(totals) == {"noise_multiplier", "sample_rate", "steps", "delta", "epsilon"}
+        assert set(totals) == {"noise_multiplier", "sample_rate", "steps", "delta", "epsilon", "unit", "patients"}
+        assert totals["unit"] == "patient" and totals["patients"] >= 1  # the default unit of dp=opacus
         # calibrated for the run's 2 rounds: the target is reached, not passed
         assert 3.0 < totals["epsilon"] <= 4.0 and totals["noise_multiplier"] > 0 and totals["steps"] >= 2
         assert summary["rounds"][0]["epsilon"][site] < summary["rounds"][1]["epsilon"][site] == totals["epsilon"]

@@ -52,7 +52,8 @@ def test_epsilon_accumulates_over_rounds_restarts_and_resume(cohort: Path, tmp_p
     assert 0 < eps[0] < eps[1]
     assert eps[1] == pytest.approx(_independent_epsilon(1.0, rate, steps, 1e-5), rel=1e-6)
     assert totals["site-01"] == {"noise_multiplier": 1.0, "sample_rate": rate, "steps": steps, "delta": 1e-5,
-                                 "epsilon": pytest.approx(eps[1])}
+                                 "epsilon": pytest.approx(eps[1]), "unit": "patient", "patients": 2}
+    assert rate == 1 / 2  # patient level: batch 4 // 4 clips per patient = 1 of the 2 training patients
     # every training reply reported the site's epsilon
     assert first["rounds"][1]["train"]["per_site"]["site-02"]["epsilon"] == pytest.approx(totals["site-02"]["epsilon"])
     saved = tensorfile.load(tmp_path / "state" / "site-01" / STATE_FILE)
