@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log as flwr_log
 
 from mpdrm.contract import keys
+from mpdrm.contract.initial import load_initial_weights
 from mpdrm.contract.runconfig import merged
 from mpdrm.contract.sharing import build_site_model, kept_names, outbound_state, run_shared_names
 from mpdrm.contract.sites import site_names as cohort_site_names
@@ -128,14 +129,19 @@ def record_failure(run_dir: Path, summary: dict[str, Any], strategy: Strategy, s
 
 def initial_model(cfg: Mapping[str, Any]) -> tuple[list[str], list[str], ArrayRecord]:
     """``(shared, kept, arrays)``: the seeded initial model's shared and site-kept names and
-    the shared arrays the first instruction carries (empty for ``local_only``)."""
+    the shared arrays the first instruction carries (empty for ``local_only``); with run
+    config ``init`` those arrays come from that file (:mod:`mpdrm.contract.initial`)."""
     seed = int(cfg["seed"])
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     model = build_site_model(cfg, num_subjects=1)
     shared = run_shared_names(model, cfg)
-    arrays = ArrayRecord(outbound_state(model, shared)) if shared else ArrayRecord()
+    state = outbound_state(model, shared) if shared else {}
+    if str(cfg.get("init") or ""):  # start from pretrained shared weights (checked against the model)
+        state = load_initial_weights(str(cfg["init"]), state)
+        print(f"[fedmpdrm] starting from the shared weights of {cfg['init']}", flush=True)
+    arrays = ArrayRecord(state) if shared else ArrayRecord()
     return shared, kept_names(model, shared), arrays
 
 

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from mpdrm.contract.runconfig import build, merged
-from mpdrm.contract.sharing import build_site_model, shared_names
+from mpdrm.contract.initial import INIT_FILE, save_initial_weights
+from mpdrm.contract.sharing import build_site_model, outbound_state, shared_names
 from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import cohort_sites, derive_seed
 from mpdrm.persistence import seed_all
@@ -117,6 +118,20 @@ def run_centralized(run_config: Mapping[str, Any]) -> dict[str, Any]:
         write_summary(run_dir, summary)
         print(progress_line(server_round, rounds, entry), flush=True)
     summary["wall_seconds"] = time.perf_counter() - start
+    summary["init_file"] = str(write_shared_weights(model, shared, cfg, run_dir))
     write_summary(run_dir, summary)
     write_plots(summary, run_dir / "plots")
     return summary
+
+
+def write_shared_weights(model: torch.nn.Module, shared: list[str], cfg: Mapping[str, Any], run_dir: Path) -> Path:
+    """``<run_dir>/shared.safetensors``: the trained shared branches, a federated run's ``init``.
+
+    Pretraining on a cohort that no site owns (e.g. a synthetic one from another seed) and then
+    fine-tuning under DP from this file is the recommended DP recipe.
+    """
+    source = {"strategy": "centralized", "cohort": str(cfg["cohort"]), "seed": int(cfg["seed"]),
+              "rounds": int(cfg["num-server-rounds"]), "model.size": str(cfg["model.size"])}
+    path = save_initial_weights(run_dir / INIT_FILE, outbound_state(model, shared), source)
+    print(f"[fedmpdrm] shared weights for init=: {path}", flush=True)
+    return path

@@ -244,6 +244,8 @@ class RunSchema:
     run_dir: str = field(default="runs/server", metadata=_flat("run-dir"))
     resume: bool = False  # continue the checkpoint in run_dir
     cohort: Optional[str] = None  # simulation: the cohort folder (None: the default synthetic one)
+    # shared weights to start from (a file strategy=centralized writes: <run_dir>/shared.safetensors)
+    init: Optional[str] = None
     state_root: Optional[str] = field(default=None, metadata=_flat("state-root"))  # simulation: sites' private state
     min_sites: Optional[int] = field(default=2, metadata=_flat("min-sites"))  # None (mpdrm-simulate): every site
     min_sites_wait: float = field(default=120.0, metadata=_flat("min-sites-wait"))
