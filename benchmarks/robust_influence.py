@@ -14,8 +14,9 @@ a small in-process Grid, the attack as a wrapper of one site's handler), FedAvg,
 at a scale that fits the whole study in about 20 minutes on 2 cores. The final video-level RMSE
 (normalised score, held-out subjects) is compared, beside the cohort's constant-predictor and
 oracle references on the same visits. A run that stops early (too few valid replies) is reported
-with its reason, and its last complete round's RMSE. Prints a table and writes
-``benchmarks/results/robust_influence.json``.
+with its reason, and its last complete round's RMSE. A finished run (its summary.json, same run
+config) under ``--work`` is reused, so an interrupted study continues where it stopped. Prints a
+table and writes ``benchmarks/results/robust_influence.json``.
 
     python benchmarks/robust_influence.py                       # 3 seeds x 3 settings
     python benchmarks/robust_influence.py --seeds 0 --rounds 2  # a quick look
@@ -55,6 +56,7 @@ from mpdrm.data.prepare import prepare_site  # noqa: E402
 from mpdrm.data.synth import generate_cohort  # noqa: E402
 from server.app import run_server  # noqa: E402
 from server.min_sites import TooFewSites  # noqa: E402
+from server.summary import read_summary  # noqa: E402
 
 SITES = 4
 ATTACKER = 2  # partition id of the malicious site (the third cohort folder)
@@ -153,9 +155,12 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
 def one_run(cohort: Path, out: Path, setting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """One federated run; its final RMSE, what robust flagged, and how it ended."""
     attacked, extra = SETTINGS[setting]
-    run_dir = out / f"{setting}-seed-{seed}"
+    run_dir = out / (f"{setting}-seed-{seed}" if args.factor == 100.0 else f"{setting}-x{args.factor:g}-seed-{seed}")
     cfg = {**base_config(args), **extra, "cohort": str(cohort), "run-dir": str(run_dir / "run"),
            "state-root": str(run_dir / "state"), "seed": seed}
+    summary = finished(run_dir / "run", cfg, args.rounds)
+    if summary is not None:  # an earlier start of the benchmark did this run
+        return result_of(summary, setting, seed, cohort, summary.get("wall_seconds"))
     client = create_client_app(cfg)
     handlers: dict[int, Handler] = {}
     for i in range(SITES):
@@ -164,13 +169,30 @@ def one_run(cohort: Path, out: Path, setting: str, seed: int, args: argparse.Nam
         handler: Handler = (lambda c: (lambda message: client(message, c)))(ctx)
         handlers[100 + i] = scaled_update(handler, args.factor) if attacked and i == ATTACKER else handler
     started = time.perf_counter()
-    stopped = None
     try:
         summary = run_server(InProcessGrid(handlers), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                                                               run_config={}), cfg)
-    except TooFewSites as error:
-        from server.summary import read_summary
-        summary, stopped = read_summary(run_dir / "run"), f"round {error.server_round}: {error.reason}"
+    except TooFewSites:
+        summary = read_summary(run_dir / "run")  # "stopped" says why; "final" is the last complete round
+    return result_of(summary, setting, seed, cohort, round(time.perf_counter() - started, 1))
+
+
+def finished(run_dir: Path, cfg: dict[str, Any], rounds: int) -> dict[str, Any] | None:
+    """The summary of a finished run with this run config (all rounds, or stopped), else ``None``."""
+    try:
+        summary = read_summary(run_dir)
+    except (OSError, ValueError):
+        return None
+    config = summary.get("config") or {}
+    if any(config.get(k) != v for k, v in cfg.items()):
+        return None
+    done = [r for r in summary.get("rounds", []) if r.get("eval")]
+    return summary if summary.get("stopped") or len(done) >= rounds else None
+
+
+def result_of(summary: dict[str, Any], setting: str, seed: int, cohort: Path, seconds: Any) -> dict[str, Any]:
+    """One run's line of the study: final RMSE, how it ended, what robust flagged."""
+    stopped = (summary.get("stopped") or {}).get("reason")
     final = summary.get("final") or {}
     rmse = final.get("rmse")
     flagged = [(r["round"], r["robust"]["flagged"]) for r in summary.get("rounds", []) if r.get("robust")]
@@ -178,7 +200,7 @@ def one_run(cohort: Path, out: Path, setting: str, seed: int, args: argparse.Nam
     return {
         "setting": setting, "seed": seed, "rmse": rmse if rmse is None or math.isfinite(rmse) else None,
         "rmse_raw": repr(rmse), "rounds_done": len([r for r in summary.get("rounds", []) if r.get("aggregated")]),
-        "stopped": stopped, "seconds": round(time.perf_counter() - started, 1),
+        "stopped": stopped, "seconds": seconds,
         "flagged_rounds": flagged, "attacker": attacker_name,
         "attacker_always_flagged": bool(flagged) and all(attacker_name in f for _, f in flagged),
         "honest_flagged": sorted({s for _, f in flagged for s in f if s != attacker_name}),
