@@ -44,13 +44,24 @@ def configure_logging(level: str) -> None:
 
 
 def backend_config(resources: dict[str, Any]) -> dict[str, Any]:
-    """Flower's Ray backend config from the ``resources`` config group."""
+    """Flower's Ray backend config from the ``resources`` config group.
+
+    ``resources.ray_address`` makes Ray join that cluster (Flower passes ``init_args`` to
+    ``ray.init``) instead of starting one on this machine: the sites' ClientApps then run on
+    any of its nodes, which must each have this project installed at the same path.
+    """
     init_args: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": str(resources.get("log_level", "WARNING")).upper(),
         "log_to_driver": True,
     }
-    if resources.get("num_cpus"):
+    address = str(resources.get("ray_address") or "")
+    if address and resources.get("num_cpus"):
+        raise ValueError("resources.ray_address joins an existing Ray cluster, whose CPUs are set when it is "
+                         "started (ray start --num-cpus); leave resources.num_cpus unset")
+    if address:
+        init_args["address"] = address
+    elif resources.get("num_cpus"):
         init_args["num_cpus"] = int(resources["num_cpus"])
     return {
         "client_resources": {"num_cpus": float(resources.get("client_cpus", 2)), "num_gpus": float(resources.get("client_gpus", 0.0))},

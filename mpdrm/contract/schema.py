@@ -232,6 +232,9 @@ class ResourcesSection:
     client_cpus: float = 2.0  # CPUs per ClientApp (Flower's default); on 2 cores: one client at a time
     client_gpus: float = 0.0
     num_cpus: Optional[int] = None  # CPUs Ray may use; None: all of this machine
+    # an existing Ray cluster to run the sites on ("HOST:PORT" of its head, or "auto"); None:
+    # start Ray on this machine. With an address, num_cpus is the cluster's business.
+    ray_address: Optional[str] = None
     log_level: str = "WARNING"  # Flower and Ray log level in the console (INFO shows every message)
 
 
