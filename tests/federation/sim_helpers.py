@@ -1,6 +1,9 @@
 """Shared helpers of the federation tests: a tiny prepared cohort and a tiny run config."""
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +44,31 @@ TINY_RUN: dict[str, Any] = {
 }
 
 
+#: The prepared tiny cohorts of this test process, by number of sites (see make_tiny_cohort).
+_PREPARED: dict[int, Path] = {}
+
+
+def _prepared_original(sites: int) -> Path:
+    """The tiny cohort of ``sites`` sites, generated and prepared once per test process in a
+    temporary folder removed at exit."""
+    if sites not in _PREPARED:
+        root = Path(tempfile.mkdtemp(prefix="fedmpdrm-tiny-cohort-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        cohort = generate_cohort(root / "cohort", sites=sites, subjects=3, visits=2, seconds=3.0, seed=0, workers=1)
+        prep = run_prepare_config(merged(TINY_RUN))  # clips at the model's shape (32 px)
+        for site in sorted(p for p in Path(cohort).iterdir() if (p / "manifest.csv").is_file()):
+            prepare_site(site, prep, workers=1, progress=False)
+        _PREPARED[sites] = Path(cohort)
+    return _PREPARED[sites]
+
+
 def make_tiny_cohort(root: Path, sites: int = 2) -> Path:
-    """A small synthetic cohort (3 subjects x 2 visits x 3 s per site), prepared."""
-    cohort = generate_cohort(root / "cohort", sites=sites, subjects=3, visits=2, seconds=3.0, seed=0, workers=1)
-    prep = run_prepare_config(merged(TINY_RUN))  # clips at the model's shape (32 px)
-    for site in sorted(p for p in Path(cohort).iterdir() if (p / "manifest.csv").is_file()):
-        prepare_site(site, prep, workers=1, progress=False)
-    return Path(cohort)
+    """A small synthetic cohort (3 subjects x 2 visits x 3 s per site), prepared, in
+    ``root / "cohort"``: the caller's own copy (it may write into it) of one cohort generated
+    and prepared once per test process. ``copytree`` keeps every file's mtime, so the copy is
+    as prepared as the original (the clip index records size and mtime of its files,
+    relative to the site folder)."""
+    return Path(shutil.copytree(_prepared_original(sites), Path(root) / "cohort", symlinks=True))
 
 
 def node_context(partition_id: int, num: int) -> Context:
