@@ -83,7 +83,7 @@ def run_one(args: argparse.Namespace, cohort: Path, recipe: str, epsilon: float 
     """One federated run of a recipe at a privacy level; its summary.json."""
     overrides = _common(args, cohort, seed)
     if recipe == "pretrained":
-        overrides += [f"init={init}", f"train.freeze={args.freeze}"]
+        overrides += [f"init={init}", f"train.freeze=[{args.freeze}]"]
     if epsilon is not None:
         overrides += ["dp=opacus", f"dp.target_epsilon={epsilon}", f"dp.max_grad_norm={args.max_grad_norm}",
                       f"dp.clips_per_patient={args.clips_per_patient}", f"dp.patients_per_step={args.patients_per_step}",
