@@ -38,6 +38,8 @@ from report import write_report  # benchmarks/ is on sys.path when run as a scri
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 REFERENCES = ("oracle", "habit_blind", "constant")
+DEFAULT_WORK = ROOT / "benchmarks" / "results" / "dp_recipe_runs"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "dp_recipe.json"
 
 
 def _simulate(overrides: list[str], run_dir: Path) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def run_one(args: argparse.Namespace, cohort: Path, recipe: str, epsilon: float 
     if epsilon is not None:
         overrides += ["dp=opacus", f"dp.target_epsilon={epsilon}", f"dp.max_grad_norm={args.max_grad_norm}",
                       f"dp.clips_per_patient={args.clips_per_patient}", f"dp.patients_per_step={args.patients_per_step}",
-                      f"train.lr={args.dp_lr}"]
+                      f"train.lr={args.dp_lr}", f"train.optimizer={args.dp_optimizer}"]
     name = f"{recipe}-eps-{'none' if epsilon is None else f'{epsilon:g}'}-seed-{seed}"
     return _simulate(overrides, args.work / name)
 
@@ -223,17 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips-per-patient", type=int, default=4)
     parser.add_argument("--patients-per-step", type=float, default=2.0)
     parser.add_argument("--dp-lr", type=float, default=1e-3)
+    parser.add_argument("--dp-optimizer", default="adamw", help="train.optimizer of the DP runs (adamw | sgd)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--extra", nargs="*", default=[], help="Hydra overrides for every run")
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "dp_recipe_runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dp_recipe.json")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects, args.rounds, args.pretrain_rounds, args.seeds = 12, 2, 2, args.seeds[:1]
         args.epsilons, args.image_size, args.steps = [8.0], 32, 4
-        args.work = args.work.with_name(args.work.name + "-quick")
-        args.out = args.out.with_name(args.out.stem + "-quick.json")
+        if args.work == DEFAULT_WORK:
+            args.work = args.work.with_name(args.work.name + "-quick")
+        if args.out == DEFAULT_OUT:
+            args.out = args.out.with_name(args.out.stem + "-quick.json")
     args.work.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
