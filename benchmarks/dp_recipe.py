@@ -91,6 +91,8 @@ def run_one(args: argparse.Namespace, cohort: Path, recipe: str, epsilon: float 
                       f"dp.clips_per_patient={args.clips_per_patient}", f"dp.patients_per_step={args.patients_per_step}",
                       f"train.lr={args.dp_lr}", f"train.optimizer={args.dp_optimizer}"]
     name = f"{recipe}-eps-{'none' if epsilon is None else f'{epsilon:g}'}-seed-{seed}"
+    if epsilon is not None and args.tag:  # DP settings under study share the baselines
+        name += f"-{args.tag}"
     return _simulate(overrides, args.work / name)
 
 
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips-per-patient", type=int, default=4)
     parser.add_argument("--patients-per-step", type=float, default=2.0)
     parser.add_argument("--dp-lr", type=float, default=1e-3)
+    parser.add_argument("--tag", default="", help="suffix of the DP runs' folders (compare DP settings)")
     parser.add_argument("--dp-optimizer", default="adamw", help="train.optimizer of the DP runs (adamw | sgd)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side")
     parser.add_argument("--threads", type=int, default=1)
