@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             args.work = args.work.with_name(args.work.name + "-quick")
         if args.out == DEFAULT_OUT:
             args.out = args.out.with_name(args.out.stem + "-quick.json")
+    args.work = args.work.resolve()  # run folders are recognised by their overrides, paths included
     args.work.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
