@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -98,6 +99,8 @@ def test_ctrl_c_leaves_no_process(cohort: Path, tmp_path: Path) -> None:
             if "[fedmpdrm] round 0/50" in line or time.monotonic() > deadline:
                 break
         assert processes_with_token(token), "the run should have live processes now"
+        # keep reading: a full pipe would block the run's own "interrupted" message (a terminal never does)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=180) == 130  # Ray shutdown took over 60 s on a loaded 2-core machine
     finally:
