@@ -1,5 +1,5 @@
 """Suite-wide settings: offline Flower, quiet telemetry, deterministic torch threads, and the
-units of work of the two pytest-xdist workers (pyproject's addopts)."""
+units of work of two pytest-xdist workers (opt-in: ``./dev test -n 2 --dist loadfile``)."""
 import fcntl
 import os
 
