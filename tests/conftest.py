@@ -1,6 +1,5 @@
 """Suite-wide settings: offline Flower, quiet telemetry, deterministic torch threads, and the
 units of work of two pytest-xdist workers (opt-in: ``./dev test -n 2 --dist loadfile``)."""
-import fcntl
 import os
 
 import pytest
@@ -29,20 +28,16 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _one_ray_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Tests that start Ray (marker ``simulation``) never overlap across xdist workers: Ray is
-    machine-wide (``ray stop``, which ``test_ray_cluster`` ends with, stops every Ray process
-    on the machine, another worker's simulation too). A file lock in the session's shared
-    temporary folder; without xdist there is no one to wait for."""
+    """Tests that start Ray (marker ``simulation``) never overlap across xdist workers: Ray
+    instances on one machine share ports, temp folders and ``ray stop``. A file lock in the
+    session's shared temporary folder; without xdist there is no one to wait for."""
     if request.node.get_closest_marker("simulation") is None or not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
-    lock = tmp_path_factory.getbasetemp().parent / "ray.lock"  # basetemp is <session>/popen-gwN
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from mpdrm.data.cohorts import file_lock
+
+    with file_lock(tmp_path_factory.getbasetemp().parent / "ray.lock"):  # basetemp is <session>/popen-gwN
+        yield
 
 
 def pytest_xdist_make_scheduler(config, log):
