@@ -1,4 +1,4 @@
-"""GPU check: does MPDRM train on this machine's GPU? One prepared script, under 8 minutes.
+"""GPU check: does MPDRM train on this machine's GPU? One prepared script, meant to finish in under 8 minutes (never yet run on a GPU).
 
 1. every model size (tiny, base, paper) trains a few AdamW steps in fp32 and under bf16
    autocast, with clips/s;
