@@ -136,6 +136,15 @@ def site_startup(d: dict[str, Any]) -> Table:
     return md([f"phase (median of {d['repeats']})", "wall s", "CPU s"], rows)
 
 
+def communication(d: dict[str, Any]) -> Table:
+    """Bytes per site and round, down and up, over one copy of MPDRM's shared arrays."""
+    rows = [[r["size"], f"`{r['strategy']}`", f"{r['per_site_round']['down'] / 1e6:.2f}",
+             f"{r['per_site_round']['up'] / 1e6:.2f}", f"{num(r['down_over_floor'], 2)}x",
+             f"{num(r['up_over_floor'], 2)}x", f"{r['mpdrm_floor'] / 1e6:.2f}"] for r in d["rows"]]
+    return md(["size", "strategy", "down MB/site/round", "up MB/site/round", "down / floor", "up / floor",
+               "floor MB"], rows)
+
+
 def gpu_check(d: dict[str, Any]) -> Table:
     """Clips/s and finiteness of every training and DP check."""
     rows = [[f"{part} {k}", num(v["clips_per_second"], 1), "yes" if v["finite"] else "NO"]
@@ -147,7 +156,7 @@ def gpu_check(d: dict[str, Any]) -> Table:
 
 TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
     f.__name__: f for f in (model_cost, ingest_speed, dp_overhead, dp_recipe, personalisation, robust_influence,
-                            dp_accuracy, allocator, scoring_speed, site_startup, gpu_check)}
+                            communication, dp_accuracy, allocator, scoring_speed, site_startup, gpu_check)}
 
 
 def step_table(script: str, path: Path) -> Table:

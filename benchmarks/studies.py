@@ -93,7 +93,9 @@ STUDIES: tuple[Study, ...] = (
     Study("federation", "simulation wall over `centralized` wall for the same example-steps, engine start-up apart",
           missing="no script yet"),
     Study("communication", "bytes up and down per site per round, `mpdrm` and `fedavg_full`, against the "
-          "shared parameters' size", missing="no script yet; summary.json already counts the bytes per round"),
+          "shared parameters' size (one copy of MPDRM's shared arrays)",
+          (Step("communication", full=("--work", "{results}/communication_runs"),
+                quick=("--quick", "--work", "{results}/communication_runs-quick")),)),
     Study("privacy", "DP-SGD step cost over plain training, and patient-level DP accuracy (scratch and "
           "pretrained recipes) against no DP",
           (Step("dp_overhead", quick=("--sizes", "tiny", "--modes", "grouped", "--steps", "3", "--warmup", "1")),
