@@ -102,7 +102,7 @@ STUDIES: tuple[Study, ...] = (
            Step("dp_recipe", full=("--work", "{results}/dp_recipe_runs{suffix}"),
                 quick=("--quick", "--work", "{results}/dp_recipe_runs{suffix}")))),
     Study("compute", "training FLOP/s against this machine's matmul FLOP/s, and ingestion real-time factor",
-          (Step("model_cost", quick=("--sizes", "tiny", "--no-dp"), out=""),
+          (Step("model_cost", quick=("--sizes", "tiny", "--no-dp", "--threads", "1"), out=""),
            Step("ingest_speed", quick=("--quick", "--workers", "1")))),
     Study("scale", "8, 32 and 64 simulated sites: seconds per round and peak resident memory",
           missing="no script yet"),
