@@ -1,5 +1,5 @@
 """The suite for real, so that it cannot rot: ``python -m benchmarks --quick --only startup``
-(the cheapest real study: one fresh site process, about 20 s on 2 cores), then the README
+(the cheapest real study: one fresh site process; 20 to 45 s on 2 shared cores), then the README
 renderer on what it wrote, then a second run that finds it done."""
 from __future__ import annotations
 
