@@ -181,7 +181,10 @@ class Deployment:
             argv += ["--insecure"]
         if auth:
             argv += ["--enable-supernode-auth"]
-        self.superlink = procs.start("superlink", argv, self.logs / "superlink.log", self.env)
+        # a restarted SuperLink (same database) logs into a new file: the first one is kept
+        log = self.logs / ("superlink.log" if self.superlink is None else f"superlink-{self._counter + 1}.log")
+        self._counter += self.superlink is not None
+        self.superlink = procs.start("superlink", argv, log, self.env)
         procs.wait_for(
             lambda: ("Uvicorn running" in self.superlink.log()) or not self.superlink.alive(),
             timeout, "the SuperLink to listen", on_fail=self.superlink.log,

@@ -62,6 +62,23 @@ def is_alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
 
 
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in ``time.monotonic()`` seconds (None if gone).
+
+    ``/proc/PID/stat`` gives the start in clock ticks since boot; the offset between the
+    boot-time clock and the monotonic clock (equal unless the machine was suspended) is
+    taken out.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    ticks = int(stat[stat.rfind(")") + 2 :].split()[19])
+    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    return ticks / os.sysconf("SC_CLK_TCK") - offset
+
+
 def cmdline(pid: int) -> str:
     """The command line of ``pid`` ('' if gone)."""
     try:
