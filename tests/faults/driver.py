@@ -1,0 +1,427 @@
+"""The driver of the fault-injection harness: runs a :class:`~tests.faults.scripts.Script`
+over real processes and records what happened.
+
+Two federations: :class:`DeployedFederation` (a running ``Deployment`` of
+``tests/deployment/deploylib``: SuperLink + SuperNodes over TLS on 127.0.0.1, runs
+started with ``flwr run``) and :class:`SimulatedFederation` (``mpdrm-simulate``, Flower's
+Ray simulation, every process of a run marked with its own token). :func:`run_script`
+starts the run, waits for each fault's moment while polling a
+:class:`~tests.faults.watch.Watcher`, injects the fault, waits for the run to end and
+returns a :class:`Record` for :mod:`tests.faults.verdicts`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mpdrm import tensorfile
+from server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from simulations.processes import TOKEN_ENV, processes_with_token
+from tests.deployment.deploylib import procs
+from tests.deployment.deploylib.harness import Deployment
+from tests.deployment.deploylib.tiny import TINY_RUN
+from tests.faults.scripts import Fault, Script, When
+from tests.faults.watch import Event, Watcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Longest wait for one fault's moment or for a run's end (a loaded 2-core machine).
+WAIT = 900.0
+
+
+@dataclass
+class Injection:
+    """A fault as injected.
+
+    Attributes
+    ----------
+    fault : Fault
+    at : float
+        ``time.monotonic()`` when it was injected.
+    note : str
+        What was done.
+    before : dict
+        ``summary.json`` just before (``{}`` when none yet).
+    weights : dict or None
+        The shared weights of the run's checkpoint just before (``None`` when none yet).
+    seen : object
+        What its moment's predicate returned (e.g. the ended run's status).
+    """
+
+    fault: Fault
+    at: float
+    note: str = ""
+    before: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] | None = None
+    seen: Any = None
+
+
+@dataclass
+class Record:
+    """Everything a finished script leaves for its verdicts.
+
+    Attributes
+    ----------
+    script : Script
+    injections : list of Injection
+        One per fault, in order.
+    watcher : Watcher
+        Its events.
+    run_dir : Path
+        The faulted run's folder.
+    status : str
+        How the last run ended (``finished:completed``, ``exit 0``, ...).
+    logs : str
+        The coordinator's output of every run of the script (ServerApp logs / simulation).
+    reference : dict or None
+        Final shared weights of the same federation without faults.
+    wall : float
+        Seconds from the faulted run's start to its end.
+    site_logs : dict
+        Site label -> its SuperNode logs (deployment; a ClientApp's log lines are there).
+    restarts : dict
+        Site label -> (when its new SuperNode started, its pid or the error).
+    """
+
+    script: Script
+    injections: list[Injection]
+    watcher: Watcher
+    run_dir: Path
+    status: str = ""
+    logs: str = ""
+    reference: dict[str, np.ndarray] | None = None
+    wall: float = 0.0
+    site_logs: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The faulted run's final ``summary.json``."""
+        return read_json(self.run_dir / "summary.json")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's content, ``{}`` when missing."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shared_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    """The final shared weights in a run's checkpoint."""
+    return load_checkpoint(run_dir).arrays
+
+
+def checkpoint_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The shared weights of the run's current checkpoint file, ``None`` if none is readable."""
+    try:
+        return {k: np.asarray(v) for k, v in tensorfile.load(Path(run_dir) / CHECKPOINT_FILE)["arrays"].items()}
+    except Exception:  # noqa: BLE001 (none yet, or truncated on purpose)
+        return None
+
+
+def truncate(path: Path) -> int:
+    """Cut a file to half its size (a torn write); returns the new size."""
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    return len(blob) // 2
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# --------------------------------------------------------------------------- deployment
+class DeployedFederation:
+    """A script's runs on a started :class:`Deployment` (its sites are the script's).
+
+    Parameters
+    ----------
+    dep : Deployment
+        SuperLink and SuperNodes already running (``start_federation``).
+    script : Script
+    run_dir : Path
+        The run folder of this script's runs.
+    """
+
+    def __init__(self, dep: Deployment, script: Script, run_dir: Path) -> None:
+        self.dep, self.script, self.run_dir = dep, script, Path(run_dir)
+        self.config = {**TINY_RUN, **script.config, "run-dir": str(self.run_dir)}
+        self.watcher = Watcher(self._site_logs, {s: dep.sites[s].state_dir for s in script.sites}, self.run_dir)
+        self.run_ids: list[int] = []
+        self.held: list[int] = []
+        self.threads: list[threading.Thread] = []
+        self.restarts: dict[str, tuple[float, int | str]] = {}
+        self._asked = float("-inf")
+
+    def _site_logs(self, site: str) -> str:
+        files = sorted(self.dep.logs.glob(f"supernode-{site}-*.log"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        return "".join(p.read_text(errors="replace") for p in files)
+
+    def reset_sites(self) -> None:
+        """Remove the sites' private state (a new federation; the SuperNodes keep running)."""
+        for site in self.script.sites:
+            for path in self.dep.sites[site].state_dir.glob("*"):
+                if path.is_file():
+                    path.unlink()
+
+    def launch(self, resume: bool = False, overrides: dict[str, Any] | None = None) -> None:
+        """``flwr run`` this script's app config (``resume=true`` continues ``run_dir``)."""
+        config = {**self.config, **(overrides or {}), "resume": resume}
+        first = load_checkpoint(self.run_dir).round + 1 if resume else 1
+        self.watcher.new_segment(first, not resume and float(config["fraction-evaluate"]) > 0)
+        self.run_ids.append(self.dep.run(REPO, config))
+
+    def ended(self) -> str:
+        """The last run's final status, ``""`` while it runs (``flwr ls`` at most every 3 s)."""
+        if self.dep.serverapp_running() or time.monotonic() - self._asked < 3:
+            return ""
+        self._asked = time.monotonic()
+        status = str(self.dep.run_status(self.run_ids[-1]).get("status", ""))
+        return status if status.startswith("finished") else ""
+
+    def site_logs(self) -> dict[str, str]:
+        """Site label -> its SuperNode logs."""
+        return {site: self._site_logs(site) for site in self.script.sites}
+
+    def logs(self) -> str:
+        """The ServerApp log of every run of the script."""
+        return "\n".join(self.dep.run_log(run_id) for run_id in self.run_ids)
+
+    def clientapp(self, site: str, since: float) -> list[int]:
+        """The site's ClientApp started after ``since`` (monotonic s, less a second: the
+        message's own, not the previous one still exiting) and its children; waits for it."""
+        def fresh() -> list[int]:
+            return sorted(p for p in self.dep.clientapp_pids(site) if (procs.started_at(p) or 0.0) >= since - 1.0)
+        pids = procs.wait_for(fresh, 120, f"a new ClientApp of {site}", interval=0.1, on_fail=self.dep.all_logs)
+        return [p for pid in pids for p in (pid, *procs.descendants(pid))]
+
+    # ------------------------------------------------------------------ actions
+    def kill_site(self, fault: Fault, since: float) -> str:
+        pids = self.clientapp(fault.target, since)
+        self.dep.kill_site(fault.target)
+        return f"SIGKILL of the SuperNode tree (ClientApp pid {pids[0]})"
+
+    def restart_site(self, fault: Fault, since: float) -> str:
+        thread = threading.Thread(target=self._restart_when_offline, args=(fault.target,), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return "restart once the SuperLink counts its node offline (same key and state-dir)"
+
+    def node_id(self, site: str) -> str:
+        """The site's node id, as its SuperNode logged it."""
+        found = re.findall(r"SuperNode ID: (\d+)", self._site_logs(site))
+        return found[-1] if found else ""
+
+    def _restart_when_offline(self, site: str) -> None:
+        node = self.node_id(site)
+
+        def offline() -> bool:
+            return any(n.get("node-id") == node and n.get("status") != "online" for n in self.dep.nodes())
+        try:
+            procs.wait_for(offline, 180, f"the SuperLink to count {site} (node {node}) offline", interval=4)
+            old = self.dep.sites[site]
+            entry = self.dep.start_supernode(site, old.data_path, old.state_dir,
+                                             node_config={"site-id": self.script.sites.index(site) + 1})
+            self.restarts[site] = (time.monotonic(), entry.proc.pid)
+        except Exception as error:  # noqa: BLE001 (reported by the verdict)
+            self.restarts[site] = (time.monotonic(), repr(error))
+
+    def stall_site(self, fault: Fault, since: float) -> str:
+        pids = self.clientapp(fault.target, since)
+        _signal(pids, signal.SIGSTOP)
+        timer = threading.Timer(fault.seconds or 0.0, _signal, (pids, signal.SIGCONT))
+        timer.daemon = True
+        timer.start()
+        return f"SIGSTOP of ClientApp pid {pids[0]}, SIGCONT {fault.seconds:g} s later"
+
+    def silence_site(self, fault: Fault, since: float) -> str:
+        pids = self.clientapp(fault.target, since)
+        _signal(pids, signal.SIGSTOP)
+        self.held.extend(pids)
+        return f"SIGSTOP of ClientApp pid {pids[0]}; its SuperNode stays connected"
+
+    hold_site = silence_site
+
+    def release_site(self, fault: Fault, since: float) -> str:
+        self.release()
+        return "SIGCONT"
+
+    def release(self) -> None:
+        """Continue every held ClientApp; wait for pending restarts."""
+        _signal(self.held, signal.SIGCONT)
+        self.held.clear()
+        for thread in self.threads:
+            thread.join(timeout=200)
+
+    def truncate_state(self, fault: Fault, since: float) -> str:
+        path = self.dep.sites[fault.target].state_dir / "site_state.safetensors"
+        return f"{path.name} cut to {truncate(path)} bytes"
+
+    def kill_coordinator(self, fault: Fault, since: float) -> str:
+        self.dep.superlink.stop(sig=signal.SIGKILL, grace=5)
+        self.dep.others.append(self.dep.superlink)
+        return "SIGKILL of the SuperLink tree (SuperLink, SuperExec, ServerApp)"
+
+    def restart_coordinator(self, fault: Fault, since: float) -> str:
+        self.dep.start_superlink()
+        return f"new SuperLink pid {self.dep.superlink.pid}, same database and port"
+
+    def resume(self, fault: Fault, since: float) -> str:
+        self.launch(resume=True, overrides=fault.options)
+        return f"flwr run resume=true, run {self.run_ids[-1]}"
+
+    def truncate_checkpoint(self, fault: Fault, since: float) -> str:
+        return f"{CHECKPOINT_FILE} cut to {truncate(self.run_dir / CHECKPOINT_FILE)} bytes"
+
+
+# --------------------------------------------------------------------------- simulation
+class SimulatedFederation:
+    """A script's runs through ``mpdrm-simulate`` (Flower's Ray simulation).
+
+    Parameters
+    ----------
+    script : Script
+    cohort : Path
+        A prepared cohort of the script's sites.
+    run_dir : Path
+        The run folder.
+    overrides : list of str
+        Hydra overrides of every run (a tiny model).
+    """
+
+    def __init__(self, script: Script, cohort: Path, run_dir: Path, overrides: list[str]) -> None:
+        self.script, self.cohort, self.run_dir = script, Path(cohort), Path(run_dir)
+        extra = [f"{k}={v}" for k, v in script.config.items()]
+        self.args = [f"cohort={cohort}", f"run_dir={run_dir}", "resources.client_cpus=2", "resources.num_cpus=2",
+                     *overrides, *extra]
+        state = self.run_dir / "site-state"
+        self.watcher = Watcher(None, {s: state / s for s in script.sites}, self.run_dir)
+        self.token = uuid.uuid4().hex
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.outputs: list[Path] = []
+
+    def launch(self, resume: bool = False, overrides: dict[str, Any] | None = None) -> None:
+        """Start ``mpdrm-simulate`` (``resume=true`` continues ``run_dir``)."""
+        first = load_checkpoint(self.run_dir).round + 1 if resume else 1
+        self.watcher.new_segment(first, False)
+        log = self.run_dir.parent / f"{self.run_dir.name}-{len(self.outputs)}.log"
+        self.outputs.append(log)
+        argv = [str(Path(sys.executable).with_name("mpdrm-simulate")), *self.args, f"resume={str(resume).lower()}",
+                *(f"{k}={v}" for k, v in (overrides or {}).items())]
+        env = {**os.environ, TOKEN_ENV: self.token, "FLWR_TELEMETRY_ENABLED": "0"}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, cwd=self.run_dir.parent, start_new_session=True)
+
+    def ended(self) -> str:
+        """``exit N`` once the run's process exited, ``""`` while it runs."""
+        code = self.proc.poll() if self.proc is not None else None
+        return "" if code is None else f"exit {code}"
+
+    def logs(self) -> str:
+        """The output of every run of the script."""
+        return "\n".join(p.read_text(errors="replace") for p in self.outputs if p.is_file())
+
+    def release(self) -> None:
+        """Nothing is ever held in a simulation."""
+
+    def site_logs(self) -> dict[str, str]:
+        """No per-site logs in a simulation."""
+        return {}
+
+    def kill_coordinator(self, fault: Fault, since: float) -> str:
+        pids = processes_with_token(self.token)
+        _signal(pids, signal.SIGKILL)
+        procs.wait_for(lambda: not processes_with_token(self.token), 60, "the killed simulation's processes to go")
+        self.proc.wait(timeout=30)
+        return f"SIGKILL of all {len(pids)} processes of the run (driver, Ray, workers)"
+
+    def resume(self, fault: Fault, since: float) -> str:
+        self.launch(resume=True, overrides=fault.options)
+        return "mpdrm-simulate resume=true"
+
+    def close(self) -> list[int]:
+        """Kill whatever of the script is still running; returns the pids found."""
+        pids = processes_with_token(self.token)
+        _signal(pids, signal.SIGKILL)
+        return pids
+
+
+# --------------------------------------------------------------------------- the script
+Federation = DeployedFederation | SimulatedFederation
+
+
+def wait_until(fed: Federation, done, what: str, timeout: float = WAIT):
+    """Poll the federation's watcher until ``done()`` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fed.watcher.poll()
+        value = done()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{fed.script.name}: timed out after {timeout:.0f} s waiting for {what}\n"
+                               f"{fed.logs()[-4000:]}")
+        time.sleep(0.2)
+
+
+def moment(fed: Federation, fault: Fault):
+    """The predicate of a fault's :class:`When`."""
+    when: When = fault.when
+    if when.event == "now":
+        return lambda: True
+    if when.event == "ended":
+        return fed.ended
+    if when.event == "saved":
+        return lambda: fed.watcher.find("saved", when.site, rnd=when.round)
+    who = when.site or fault.target
+    return lambda: fed.watcher.find(when.event, who, when.stage, when.round)
+
+
+def inject(fed: Federation, fault: Fault) -> Injection:
+    """Wait for the fault's moment, then do it (``summary.json`` is read just before)."""
+    seen = wait_until(fed, moment(fed, fault), f"the moment of '{fault.describe()}'")
+    before, weights, at = read_json(fed.run_dir / "summary.json"), checkpoint_weights(fed.run_dir), time.monotonic()
+    since = seen.at if isinstance(seen, Event) else at
+    note = getattr(fed, fault.action.replace("-", "_"))(fault, since)
+    return Injection(fault, at, note, before, weights, seen)
+
+
+def run_reference(fed: Federation) -> dict[str, np.ndarray]:
+    """The script's federation without faults, to the end; its final shared weights."""
+    fed.launch()
+    status = wait_until(fed, fed.ended, "the reference run to end")
+    if status not in ("finished:completed", "exit 0"):
+        raise AssertionError(f"{fed.script.name}: the reference run ended {status}\n{fed.logs()[-4000:]}")
+    return shared_weights(fed.run_dir)
+
+
+def run_script(fed: Federation) -> Record:
+    """Run the script's faulted federation; the :class:`Record` of what happened."""
+    start = time.monotonic()
+    record = Record(fed.script, [], fed.watcher, fed.run_dir)
+    fed.launch()
+    try:
+        for fault in fed.script.faults:
+            record.injections.append(inject(fed, fault))
+        record.status = wait_until(fed, fed.ended, "the run to end")
+    finally:
+        fed.release()
+    fed.watcher.poll()
+    record.logs, record.wall, record.site_logs = fed.logs(), time.monotonic() - start, fed.site_logs()
+    record.restarts = dict(getattr(fed, "restarts", {}))
+    return record
