@@ -133,12 +133,24 @@ class SiteStateStore:
         older = [s for s in states if s["round"] < server_round]
         return max(older, key=lambda s: s["round"]) if older else None
 
+    def _current_round(self) -> int | None:
+        """The round of the current file; ``None`` when it is missing or unreadable."""
+        try:
+            return int(_check_state(tensorfile.load(self.path), str(self.path))["round"])
+        except (TensorFileError, OSError):
+            return None
+
     def save(self, state: dict[str, Any]) -> None:
         """Mirror ``state`` into ``context.state`` and write it atomically to disk.
 
         The file it replaces becomes ``site_state.prev.safetensors`` once the new one is
-        completely written, so a failed write leaves both files as they were.
+        completely written, so a failed write leaves both files as they were. It is kept
+        only when it is readable and of another round: a round trained again (the server
+        resumed before checkpointing it) replaces its first state and keeps the state before
+        it, and a damaged file never displaces a good previous state.
         """
         blob = tensorfile.dumps(state)
         self.context.state[CONTEXT_KEY] = ConfigRecord({"blob": blob, "round": int(state["round"])})
-        atomic_write_bytes(self.path, blob, keep_previous=self.state_dir / PREV_FILE)
+        current = self._current_round()
+        keep = self.state_dir / PREV_FILE if current is not None and current != int(state["round"]) else None
+        atomic_write_bytes(self.path, blob, keep_previous=keep)

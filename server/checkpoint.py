@@ -76,9 +76,19 @@ def _from_tree(tree: Any, path: Path) -> Checkpoint:
                       strategy_state=tree["strategy_state"], rng=tree["rng"], summary=tree["summary"])
 
 
+def _readable(path: Path) -> bool:
+    try:
+        _read(path)
+    except (TensorFileError, OSError):
+        return False
+    return True
+
+
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
     """Write ``run_dir/checkpoint.safetensors`` atomically, keeping the one it replaces as
-    ``checkpoint.prev.safetensors``; returns its path.
+    ``checkpoint.prev.safetensors``; returns its path. A damaged current file (the run
+    resumed from the previous checkpoint) is replaced, not kept: the good previous
+    checkpoint stays.
 
     Raises
     ------
@@ -88,8 +98,9 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
     """
     path = Path(run_dir) / CHECKPOINT_FILE
     blob = tensorfile.dumps(_tree(ckpt))
+    keep = path.with_name(PREV_CHECKPOINT_FILE) if _readable(path) else None  # never a damaged one
     try:
-        atomic_write_bytes(path, blob, keep_previous=path.with_name(PREV_CHECKPOINT_FILE))
+        atomic_write_bytes(path, blob, keep_previous=keep)
     except OSError as err:
         code = err.errno or errno.EIO
         raise OSError(code, f"{path}: round {ckpt.round} checkpoint not written ({err.strerror or err}); "
