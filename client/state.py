@@ -120,7 +120,8 @@ class SiteStateStore:
         """The state to continue from before ``server_round``.
 
         Prefers a state whose ``round`` is ``server_round - 1``; otherwise the newest one
-        older than ``server_round``; ``None`` when the site has no usable state.
+        older than ``server_round``; ``None`` when the site has no usable state (with a
+        WARNING when it has states, all of later rounds).
         """
         states = self._candidates()
         if not states:
@@ -131,7 +132,12 @@ class SiteStateStore:
         if exact:
             return exact[0]
         older = [s for s in states if s["round"] < server_round]
-        return max(older, key=lambda s: s["round"]) if older else None
+        if not older:
+            log(WARNING, "site state in %s holds rounds %s only, none before round %d (the server resumed from "
+                "an older checkpoint): round %d starts without this site's private state", self.state_dir,
+                ", ".join(str(s["round"]) for s in states), server_round, server_round)
+            return None
+        return max(older, key=lambda s: s["round"])
 
     def _current_round(self) -> int | None:
         """The round of the current file; ``None`` when it is missing or unreadable."""

@@ -72,3 +72,14 @@ def test_a_damaged_checkpoint_does_not_displace_the_previous_one(tmp_path: Path)
     save_checkpoint(tmp_path, ckpt(2))
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"damaged again")
     assert load_checkpoint(tmp_path).round == 1
+
+
+def test_a_site_with_only_later_states_says_it_starts_without_one(tmp_path: Path, caplog) -> None:
+    import logging
+
+    store = _store(tmp_path)
+    store.save(_state(2, 2.0))
+    store.save(_state(3, 3.0))
+    with caplog.at_level(logging.WARNING):
+        assert _store(tmp_path).load(2) is None  # resumed from the round-1 checkpoint: nothing to continue from
+    assert "holds rounds 3, 2 only, none before round 2" in caplog.text
