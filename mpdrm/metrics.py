@@ -154,12 +154,47 @@ def video_level(values: Any, targets: Any, videos: Any, task: str) -> tuple[np.n
     return agg, tgt
 
 
-def clip_and_video_metrics(pred: Any, target: Any, videos: Any, task: str) -> dict[str, float]:
+def error_decomposition(pred: Any, target: Any, subjects: Any) -> dict[str, float]:
+    """Split the squared error of per-video predictions into a stable per-subject part and the rest.
+
+    With e_v = pred_v - target_v and b_s the mean of e over subject s's videos:
+
+    - ``subject_bias_rmse`` = sqrt(mean_v b_{s(v)}^2): the error a per-person offset would
+      remove (what knowing the person can fix);
+    - ``within_subject_rmse`` = sqrt(mean_v (e_v - b_{s(v)})^2): visit-to-visit error (per-video
+      and rater noise, changes of state the model misses);
+    - ``mean_error``: the mean signed error (a shift shared by everyone).
+
+    ``rmse^2 = subject_bias_rmse^2 + within_subject_rmse^2`` exactly.
+    """
+    e = _f(pred) - _f(target)
+    s = _np(subjects).reshape(-1)
+    if not e.size:
+        return {"subject_bias_rmse": float("nan"), "within_subject_rmse": float("nan"), "mean_error": float("nan")}
+    _, inverse = np.unique(s, return_inverse=True)
+    bias = (np.bincount(inverse, weights=e) / np.bincount(inverse))[inverse]
+    return {"subject_bias_rmse": float(np.sqrt(np.mean(bias ** 2))),
+            "within_subject_rmse": float(np.sqrt(np.mean((e - bias) ** 2))),
+            "mean_error": float(np.mean(e))}
+
+
+def video_subjects(subjects: Any, videos: Any) -> np.ndarray:
+    """The subject of each video, videos in ascending id order (as :func:`video_level`)."""
+    v = _np(videos).reshape(-1)
+    ids, first = np.unique(v, return_index=True)
+    return _np(subjects).reshape(-1)[first]
+
+
+def clip_and_video_metrics(pred: Any, target: Any, videos: Any, task: str,
+                           subjects: Any | None = None) -> dict[str, float]:
     """Video-level metrics under their plain names, clip-level ones prefixed ``clip_``.
-    pred: (N,) scores (regression) or (N, K) class probabilities (classification)."""
+    pred: (N,) scores (regression) or (N, K) class probabilities (classification). With the
+    clips' ``subjects`` a regression also gets the video-level :func:`error_decomposition`."""
     fn = regression_metrics if task == "regression" else classification_metrics
     out = {}
     vp, vt = video_level(pred, target, videos, task)
     out.update(fn(vp, vt))
+    if subjects is not None and task == "regression":
+        out.update(error_decomposition(vp, vt, video_subjects(subjects, videos)))
     out.update({f"clip_{k}": v for k, v in fn(pred, target).items()})
     return out

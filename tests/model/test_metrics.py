@@ -5,6 +5,7 @@ import torch
 from scipy import stats
 
 from mpdrm import metrics as M
+from mpdrm.metrics import clip_and_video_metrics, error_decomposition
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -82,3 +83,34 @@ def test_video_level_is_the_mean_of_clips():
     assert vt.tolist() == [0, 1]
     out = M.clip_and_video_metrics(probs, labels, np.array([0, 0, 1, 1]), "classification")
     assert out["accuracy"] == 1.0 and out["clip_accuracy"] == 0.75
+
+
+def test_error_decomposition_splits_the_squared_error_by_subject():
+    rng = np.random.default_rng(3)
+    subjects = np.repeat([4, 7, 9], [2, 3, 4])
+    target = rng.uniform(size=subjects.size)
+    offsets = {4: 0.2, 7: -0.1, 9: 0.0}
+    noise = rng.normal(0, 0.05, subjects.size)
+    pred = target + np.array([offsets[s] for s in subjects]) + noise
+    parts = error_decomposition(pred, target, subjects)
+    e = pred - target
+    bias = np.array([e[subjects == s].mean() for s in subjects])  # direct, per video
+    assert parts["subject_bias_rmse"] == pytest.approx(np.sqrt(np.mean(bias ** 2)))
+    assert parts["within_subject_rmse"] == pytest.approx(np.sqrt(np.mean((e - bias) ** 2)))
+    assert parts["subject_bias_rmse"] ** 2 + parts["within_subject_rmse"] ** 2 == pytest.approx(np.mean(e ** 2))
+    assert parts["mean_error"] == pytest.approx(e.mean())
+    # a pure per-subject offset is all bias
+    only_bias = error_decomposition(target + np.array([offsets[s] for s in subjects]), target, subjects)
+    assert only_bias["within_subject_rmse"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_video_metrics_carry_the_decomposition_when_subjects_are_given():
+    videos = np.array([0, 0, 1, 1, 2, 2])
+    subjects = np.array([5, 5, 5, 5, 6, 6])
+    target = np.array([0.1, 0.1, 0.3, 0.3, 0.5, 0.5])
+    pred = np.array([0.2, 0.2, 0.4, 0.4, 0.5, 0.3])
+    out = clip_and_video_metrics(pred, target, videos, "regression", subjects=subjects)
+    # videos: errors 0.1, 0.1 (subject 5), -0.1 (subject 6): all subject bias
+    assert out["subject_bias_rmse"] == pytest.approx(0.1)
+    assert out["within_subject_rmse"] == pytest.approx(0.0, abs=1e-12)
+    assert "subject_bias_rmse" not in clip_and_video_metrics(pred, target, videos, "regression")
