@@ -22,7 +22,7 @@ from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, 
 from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import derive_seed
 from mpdrm.inference.keep import MODEL_SUBDIR, keep_site_model, personality_of
-from mpdrm.training import TrainConfig, evaluate, train_local
+from mpdrm.training import TrainConfig, evaluate, round_lr_factor, train_local
 from mpdrm.training_engine import optimizer_state_of
 
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
@@ -69,8 +69,11 @@ def open_session(message: Message, context: Context, overrides: Mapping[str, Any
     state = store.load(for_round)
     # Every random draw of a message derives from (run seed, site, round): a restarted or
     # resumed site repeats an uninterrupted one without carrying RNG state on disk.
-    seed_all(derive_seed(int(cfg["seed"]), site.site_id, for_round))
+    # Every site builds its model from the run seed, as the coordinator builds the initial one:
+    # the local personality branches start identical, so the shared RARM sees aligned p spaces.
+    seed_all(int(cfg["seed"]))
     model = build_site_model(cfg, data.num_subjects)
+    seed_all(derive_seed(int(cfg["seed"]), site.site_id, for_round))
     shared = run_shared_names(model, cfg)
     arrays = message.content.array_records.get(keys.ARRAYS, ArrayRecord())
     check_inbound(arrays, shared)
@@ -100,6 +103,7 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
     server_round = int(message.content.config_records["config"]["server-round"])
     s = open_session(message, context, overrides, for_round=server_round)
     tcfg = build(TrainConfig, s.cfg, "train", seed=derive_seed(int(s.cfg["seed"]), s.site.site_id, server_round) % 2**31)
+    tcfg.lr *= round_lr_factor(tcfg, server_round, int(s.cfg["num-server-rounds"]))
     reference = None
     if "proximal-mu" in s.cfg and float(s.cfg["proximal-mu"]) > 0:
         tcfg.proximal_mu = float(s.cfg["proximal-mu"])

@@ -40,6 +40,7 @@ from .partitioning import unwrap
 from .training_engine import PlainEngine, TrainingEngine, default_step, make_optimizer
 
 SCHEDULES = ("cosine", "step", "none")
+ROUND_SCHEDULES = ("cosine", "none")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -76,6 +77,9 @@ class TrainConfig:
     # next round: all | local (only the parameters that stay at the site; the shared ones were
     # just replaced by the aggregate) | none
     carry_optimizer_state: str = "all"
+    # federated sites: the learning rate across the run's rounds (``schedule`` acts within one
+    # round): none (lr every round) | cosine (lr in round 1, decaying towards min_lr_ratio x lr)
+    round_schedule: str = "none"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -84,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.contrastive not in ("supcon", "prototype"):
             raise ValueError(f"contrastive must be supcon or prototype, got {self.contrastive!r}")
+        if self.round_schedule not in ROUND_SCHEDULES:
+            raise ValueError(f"round_schedule must be one of {ROUND_SCHEDULES}, got {self.round_schedule!r}")
         if self.loss not in ("mse", "huber"):
             raise ValueError(f"loss must be mse or huber, got {self.loss!r}")
 
@@ -116,6 +122,16 @@ def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: in
         epoch = step // max(steps_per_epoch, 1)
         return cfg.step_gamma ** (epoch // max(cfg.step_size, 1))
     return 1.0
+
+
+def round_lr_factor(cfg: TrainConfig, server_round: int, rounds: int) -> float:
+    """The multiplier of cfg.lr in federated round ``server_round`` (1-based) of ``rounds``
+    (``cfg.round_schedule``); cosine gives 1 in round 1 and min_lr_ratio + (1 - min_lr_ratio) x
+    (1 + cos(pi (rounds - 1) / rounds)) / 2 in the last."""
+    if cfg.round_schedule != "cosine" or rounds <= 1:
+        return 1.0
+    progress = min(max(server_round - 1, 0) / rounds, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -389,12 +405,14 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
 def evaluate(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, task: str | None = None,
              personality: str = "clip", device: str = "auto",
              reference: Iterable[Mapping[str, torch.Tensor]] | None = None) -> dict[str, float]:
-    """Video-level metrics (regression: rmse, mae, pcc, ccc; classification: accuracy, f1, auc) under
-    plain names and clip-level ones prefixed ``clip_``, in units of the normalised target.
+    """Video-level metrics (regression: rmse, mae, pcc, ccc and the error's split into a
+    per-subject bias and the rest, `mpdrm.metrics.error_decomposition`; classification:
+    accuracy, f1, auc) under plain names and clip-level ones prefixed ``clip_``, in units of
+    the normalised target.
     `task` defaults to the model's; ``personality`` and ``reference`` as in :func:`predict`."""
     task = task or unwrap(model).config.task
     out = predict(model, loader, personality=personality, device=device, reference=reference)
-    return clip_and_video_metrics(out["prediction"], out["target"], out["video"], task)
+    return clip_and_video_metrics(out["prediction"], out["target"], out["video"], task, subjects=out["subject"])
 
 
 __all__ = ["TrainConfig", "TrainResult", "train_local", "PlainEngine", "TrainingEngine", "default_step",

@@ -127,3 +127,25 @@ def test_too_few_connected_sites_fail_after_min_sites_wait(cohort: Path, tmp_pat
     assert time.monotonic() - start < 30
     stopped = read_summary(tmp_path / "run")["stopped"]
     assert stopped["round"] == 0 and stopped["failed"] and "min-sites=3" in stopped["reason"]
+
+
+def test_every_site_starts_its_personality_branch_from_the_run_seed(cohort: Path, tmp_path: Path) -> None:
+    """The shared RARM reads each site's personality embedding: the local branches must start
+    in one space (the same initial weights at every site), chosen by the run seed."""
+    from mpdrm.contract.runconfig import merged
+    from server.app import initial_model
+
+    def first_session(partition: int, seed: int):
+        cfg = _config(cohort, tmp_path / f"s{seed}", 1, seed=seed)
+        _, _, arrays = initial_model(merged(cfg))
+        msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}),
+                      dst_node_id=100 + partition, message_type="train")
+        return open_session(msg, node_context(partition, 2), cfg, for_round=1).model.state_dict()
+
+    ensure_task_identity()
+    site_a, site_b, other_run = first_session(0, 0), first_session(1, 0), first_session(0, 1)
+    names = [n for n in site_a if n.startswith(("personality.backbone.", "personality.head."))]
+    assert names
+    for name in names:
+        assert torch.equal(site_a[name], site_b[name]), name
+    assert any(not torch.equal(site_a[n], other_run[n]) for n in names)

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import mpdrm
-from mpdrm.training import PlainEngine, TrainConfig, evaluate, lr_factor, predict, train_local
+from mpdrm.training import PlainEngine, TrainConfig, evaluate, lr_factor, predict, round_lr_factor, train_local
 
 
 def _model(seed=0, **kw):
@@ -90,6 +90,18 @@ def test_lr_schedules():
         TrainConfig(schedule="linear")
 
 
+def test_round_schedule_decays_the_lr_across_rounds():
+    cos = TrainConfig(round_schedule="cosine", min_lr_ratio=0.1)
+    factors = [round_lr_factor(cos, r, 4) for r in (1, 2, 3, 4)]
+    assert factors == pytest.approx([1.0, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)), 0.55,
+                                     0.1 + 0.9 * 0.5 * (1 + math.cos(3 * math.pi / 4))])
+    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert [round_lr_factor(TrainConfig(), r, 4) for r in (1, 4)] == [1.0, 1.0]
+    assert round_lr_factor(cos, 1, 1) == 1.0
+    with pytest.raises(ValueError):
+        TrainConfig(round_schedule="step")
+
+
 def test_a_custom_engine_plugs_into_the_loop(brightness_dataset):
     """The privacy layer plugs in through an engine (wrap, step, unwrap) without copying the loop."""
     data = brightness_dataset(n=16)
@@ -143,8 +155,10 @@ def test_evaluate_regression(personality, brightness_dataset):
     data = brightness_dataset(n=12)
     model = _model()
     out = evaluate(model, DataLoader(data, batch_size=5), task="regression", personality=personality)
-    assert set(out) == {"rmse", "mae", "pcc", "ccc", "clip_rmse", "clip_mae", "clip_pcc", "clip_ccc"}
+    assert set(out) == {"rmse", "mae", "pcc", "ccc", "clip_rmse", "clip_mae", "clip_pcc", "clip_ccc",
+                        "subject_bias_rmse", "within_subject_rmse", "mean_error"}
     assert all(math.isfinite(v) for v in out.values())
+    assert out["subject_bias_rmse"] ** 2 + out["within_subject_rmse"] ** 2 == pytest.approx(out["rmse"] ** 2)
     assert model.training  # mode restored
 
 
