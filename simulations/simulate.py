@@ -34,7 +34,7 @@ from server.summary import SUMMARY_FILE, write_summary
 from .cohort import ensure_synthetic_cohort, oracle_reference, prepare_cohort, score_max_of
 from .engine import QUIET_ENV
 from .overrides import check_overrides
-from .processes import new_token, run_isolated
+from .processes import honour_sigint, new_token, run_isolated
 from .report import final_table
 
 #: Name of the typed schema in Hydra's ConfigStore (first entry of conf/config.yaml's defaults).
@@ -111,7 +111,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point (``mpdrm-simulate``)."""
+    """Console entry point (``mpdrm-simulate``).
+
+    From here on, Ctrl-C (SIGINT, also one inherited ignored, as in a script's background
+    job) ends it with status 130 and no process of the run left.
+    """
+    honour_sigint()
     problem = check_overrides(sys.argv[1:])
     if problem:
         raise SystemExit(f"mpdrm-simulate: {problem}")

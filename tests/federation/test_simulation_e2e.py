@@ -89,9 +89,6 @@ def test_simulation_end_to_end_with_outbound_audit(cohort: Path, tmp_path: Path)
     assert all(r["type"] != "train" or len(r["arrays"]) == len(summary["shared_keys"]) for r in records)
 
 
-@pytest.mark.xfail(strict=False, reason="intermittent since 2026-11-29: in 3 CI-like clone runs (2 with two xdist "
-                   "workers, 1 serial) mpdrm-simulate did not exit within 180 s of SIGINT, while the test alone passes "
-                   "in 50 s; cause under investigation (issue 16 note). Still asserted when it passes.")
 def test_ctrl_c_leaves_no_process(cohort: Path, tmp_path: Path) -> None:
     token = uuid.uuid4().hex
     proc = subprocess.Popen(_command(cohort, tmp_path / "run", 50), env=_env(token), stdout=subprocess.PIPE,
@@ -104,6 +101,8 @@ def test_ctrl_c_leaves_no_process(cohort: Path, tmp_path: Path) -> None:
         assert processes_with_token(token), "the run should have live processes now"
         # keep reading: a full pipe would block the run's own "interrupted" message (a terminal never does)
         threading.Thread(target=proc.stdout.read, daemon=True).start()
+        # honoured also when pytest runs as a script's background job, SIGINT inherited
+        # ignored (the cause of this test's failures in CI-like runs): tests/federation/test_interrupts.py
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=180) == 130  # Ray shutdown took over 60 s on a loaded 2-core machine
     finally:
