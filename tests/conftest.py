@@ -1,5 +1,5 @@
 """Suite-wide settings: offline Flower, quiet telemetry, deterministic torch threads, and the
-units of work of two pytest-xdist workers (opt-in: ``./dev test -n 2 --dist loadfile``)."""
+units of work of two pytest-xdist workers (``./dev test`` adds ``-n 2 --dist loadfile``)."""
 import os
 
 import pytest
