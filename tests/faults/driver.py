@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mpdrm import tensorfile
-from server.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from server.checkpoint import CHECKPOINT_FILE, PREV_CHECKPOINT_FILE, load_checkpoint
 from simulations.processes import TOKEN_ENV, processes_with_token
 from tests.deployment.deploylib import procs
 from tests.deployment.deploylib.harness import Deployment
@@ -58,6 +59,8 @@ class Injection:
         The shared weights of the run's checkpoint just before (``None`` when none yet).
     seen : object
         What its moment's predicate returned (e.g. the ended run's status).
+    checkpointed : int
+        The round of the newest readable checkpoint just before (current or previous file).
     """
 
     fault: Fault
@@ -66,6 +69,7 @@ class Injection:
     before: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, np.ndarray] | None = None
     seen: Any = None
+    checkpointed: int = 0
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Record:
         The coordinator's output of every run of the script (ServerApp logs / simulation).
     reference : dict or None
         Final shared weights of the same federation without faults.
+    started : float
+        ``time.monotonic()`` when the faulted run was started.
     wall : float
         Seconds from the faulted run's start to its end.
     site_logs : dict
@@ -102,6 +108,7 @@ class Record:
     status: str = ""
     logs: str = ""
     reference: dict[str, np.ndarray] | None = None
+    started: float = 0.0
     wall: float = 0.0
     site_logs: dict[str, str] = field(default_factory=dict)
     restarts: dict[str, tuple[float, Any]] = field(default_factory=dict)
@@ -127,6 +134,17 @@ def checkpoint_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
         return {k: np.asarray(v) for k, v in tensorfile.load(Path(run_dir) / CHECKPOINT_FILE)["arrays"].items()}
     except Exception:  # noqa: BLE001 (none yet, or truncated on purpose)
         return None
+
+
+def durable_round(run_dir: Path) -> int:
+    """The round a resume would start after: the current checkpoint's, else the previous
+    one's, else 0."""
+    for name in (CHECKPOINT_FILE, PREV_CHECKPOINT_FILE):
+        try:
+            return int(tensorfile.load(Path(run_dir) / name)["round"])
+        except Exception:  # noqa: BLE001 (missing or damaged)
+            continue
+    return 0
 
 
 def truncate(path: Path) -> int:
@@ -172,7 +190,11 @@ class DeployedFederation:
         return "".join(p.read_text(errors="replace") for p in files)
 
     def reset_sites(self) -> None:
-        """Remove the sites' private state (a new federation; the SuperNodes keep running)."""
+        """A new federation: every site's SuperNode running (one killed by an earlier script
+        is restarted) and no private state left."""
+        for site in self.script.sites:
+            if not self.dep.sites[site].proc.alive():
+                self._restart_when_offline(site)
         for site in self.script.sites:
             for path in self.dep.sites[site].state_dir.glob("*"):
                 if path.is_file():
@@ -202,10 +224,16 @@ class DeployedFederation:
         return "\n".join(self.dep.run_log(run_id) for run_id in self.run_ids)
 
     def clientapp(self, site: str, since: float) -> list[int]:
-        """The site's ClientApp started after ``since`` (monotonic s, less a second: the
-        message's own, not the previous one still exiting) and its children; waits for it."""
+        """The ClientApp of the site's newest message and its children; waits for it.
+
+        It started after the site's previous reply (seen at most a poll late: 2 s of
+        margin), unlike the previous message's ClientApp, which may still be exiting and
+        started earlier by its whole run (imports alone take seconds).
+        """
+        after = self.watcher.previous_reply(site, since) - 2.0
+
         def fresh() -> list[int]:
-            return sorted(p for p in self.dep.clientapp_pids(site) if (procs.started_at(p) or 0.0) >= since - 1.0)
+            return sorted(p for p in self.dep.clientapp_pids(site) if (procs.started_at(p) or 0.0) >= after)
         pids = procs.wait_for(fresh, 120, f"a new ClientApp of {site}", interval=0.1, on_fail=self.dep.all_logs)
         return [p for pid in pids for p in (pid, *procs.descendants(pid))]
 
@@ -249,14 +277,23 @@ class DeployedFederation:
         return f"SIGSTOP of ClientApp pid {pids[0]}, SIGCONT {fault.seconds:g} s later"
 
     def silence_site(self, fault: Fault, since: float) -> str:
-        pids = self.clientapp(fault.target, since)
-        _signal(pids, signal.SIGSTOP)
+        """SIGSTOP of everything under the SuperNode (its SuperExec and ClientApps), not of
+        the SuperNode itself: it keeps its heartbeats (connected) and never answers. Stopping
+        only the ClientApp is not enough: Flower relaunches a task whose process stops
+        sending task heartbeats, and the relaunched ClientApp answers."""
+        pids: list[int] = []
+        for _ in range(2):  # again: a ClientApp being started while the tree was read
+            new = [p for p in self.dep.sites[fault.target].proc.tree() if p not in pids]
+            _signal(new, signal.SIGSTOP)
+            pids += new
+            time.sleep(0.5)
         self.held.extend(pids)
-        return f"SIGSTOP of ClientApp pid {pids[0]}; its SuperNode stays connected"
+        return f"SIGSTOP of the SuperExec and ClientApps under SuperNode pid {self.dep.sites[fault.target].proc.pid}"
 
     hold_site = silence_site
 
     def release_site(self, fault: Fault, since: float) -> str:
+        """SIGCONT of what ``silence-site`` / ``hold-site`` stopped."""
         self.release()
         return "SIGCONT"
 
@@ -365,7 +402,7 @@ class SimulatedFederation:
 Federation = DeployedFederation | SimulatedFederation
 
 
-def wait_until(fed: Federation, done, what: str, timeout: float = WAIT):
+def wait_until(fed: Federation, done: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
     """Poll the federation's watcher until ``done()`` is truthy; returns its value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -379,7 +416,7 @@ def wait_until(fed: Federation, done, what: str, timeout: float = WAIT):
         time.sleep(0.2)
 
 
-def moment(fed: Federation, fault: Fault):
+def moment(fed: Federation, fault: Fault) -> Callable[[], Any]:
     """The predicate of a fault's :class:`When`."""
     when: When = fault.when
     if when.event == "now":
@@ -395,10 +432,12 @@ def moment(fed: Federation, fault: Fault):
 def inject(fed: Federation, fault: Fault) -> Injection:
     """Wait for the fault's moment, then do it (``summary.json`` is read just before)."""
     seen = wait_until(fed, moment(fed, fault), f"the moment of '{fault.describe()}'")
-    before, weights, at = read_json(fed.run_dir / "summary.json"), checkpoint_weights(fed.run_dir), time.monotonic()
+    before, weights, checkpointed = read_json(fed.run_dir / "summary.json"), checkpoint_weights(fed.run_dir), \
+        durable_round(fed.run_dir)
+    at = time.monotonic()
     since = seen.at if isinstance(seen, Event) else at
     note = getattr(fed, fault.action.replace("-", "_"))(fault, since)
-    return Injection(fault, at, note, before, weights, seen)
+    return Injection(fault, at, note, before, weights, seen, checkpointed)
 
 
 def run_reference(fed: Federation) -> dict[str, np.ndarray]:
@@ -413,7 +452,7 @@ def run_reference(fed: Federation) -> dict[str, np.ndarray]:
 def run_script(fed: Federation) -> Record:
     """Run the script's faulted federation; the :class:`Record` of what happened."""
     start = time.monotonic()
-    record = Record(fed.script, [], fed.watcher, fed.run_dir)
+    record = Record(fed.script, [], fed.watcher, fed.run_dir, started=start)
     fed.launch()
     try:
         for fault in fed.script.faults:

@@ -50,6 +50,8 @@ class Row:
 
 ROWS: list[Row] = []
 WALLS: dict[str, float] = {}
+#: Script -> its events as ``[seconds from the run's start, who, kind, stage, round]``.
+TIMELINES: dict[str, list[list]] = {}
 
 
 def markdown(rows: list[Row], walls: dict[str, float]) -> str:
@@ -66,7 +68,7 @@ def write(rows: list[Row], walls: dict[str, float], folder: Path = RESULTS) -> P
     """Write ``faults.json`` and ``faults.md`` into ``folder``; returns the JSON path."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {"written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "legend": LEGEND,
-            "wall_seconds": walls, "rows": [asdict(r) for r in rows]}
+            "wall_seconds": walls, "rows": [asdict(r) for r in rows], "timelines": TIMELINES}
     (folder / "faults.json").write_text(json.dumps(data, indent=2) + "\n")
     (folder / "faults.md").write_text(markdown(rows, walls) + "\n")
     return folder / "faults.json"

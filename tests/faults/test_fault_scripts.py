@@ -7,9 +7,11 @@ not handled or something written before a fault was lost.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.deployment.deploylib.harness import Deployment
@@ -37,6 +39,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def _reference_row(script: Script, seconds: float) -> None:
+    """The uninterrupted run's row."""
     table.ROWS.append(table.Row(script.name, "none (the uninterrupted reference run)", "run completed", True,
                                 None, f"{seconds:.0f} s"))
 
@@ -46,22 +49,16 @@ def _verdicts(record: Record) -> None:
     rows = judge(record)
     table.ROWS.extend(rows)
     table.WALLS[record.script.name] = record.wall
+    table.TIMELINES[record.script.name] = [[round(e.at - record.started, 1), e.who, e.kind, e.stage, e.round]
+                                           for e in record.watcher.events]
     lost = losses(record)
     text = table.markdown(rows, {record.script.name: record.wall})
     assert rows and all(r.ok for r in rows) and not lost, \
         f"{text}\nlost: {lost}\n{[r.detail for r in rows]}\n{record.logs[-6000:]}"
 
 
-@pytest.mark.deployment
-def test_site_faults(deployment: Deployment) -> None:
-    fed = DeployedFederation(deployment, SITE_FAULTS, deployment.root.parent / "runs" / SITE_FAULTS.name)
-    fed.reset_sites()
-    _verdicts(run_script(fed))
-
-
-def _timed_reference(fed) -> dict:
-    import time
-
+def _timed_reference(fed: DeployedFederation | SimulatedFederation) -> dict[str, np.ndarray]:
+    """The reference run's final shared weights (its row goes into the table)."""
     start = time.monotonic()
     weights = run_reference(fed)
     _reference_row(fed.script, time.monotonic() - start)
@@ -79,6 +76,13 @@ def test_coordinator_faults(deployment: Deployment) -> None:
     record = run_script(fed)
     record.reference = weights
     _verdicts(record)
+
+
+@pytest.mark.deployment
+def test_site_faults(deployment: Deployment) -> None:
+    fed = DeployedFederation(deployment, SITE_FAULTS, deployment.root.parent / "runs" / SITE_FAULTS.name)
+    fed.reset_sites()
+    _verdicts(run_script(fed))
 
 
 @pytest.mark.simulation

@@ -68,12 +68,15 @@ class Segment:
         The newest round checkpointed in this run (``first_round - 1`` at its start).
     trained : bool
         Whether a site received a training message of this run yet.
+    started : float
+        ``time.monotonic()`` when the run was started.
     """
 
     first_round: int
     initial_eval: bool
     checkpointed: int = 0
     trained: bool = False
+    started: float = 0.0
 
     def round_of(self, stage: str) -> int:
         """The round of a message seen now: the one after the newest checkpoint (an
@@ -112,7 +115,7 @@ class Watcher:
         if not self._started:
             self.events = [e for e in self.events if e not in new]
             self._started = True
-        self.segment = Segment(first_round, initial_eval, first_round - 1)
+        self.segment = Segment(first_round, initial_eval, first_round - 1, started=time.monotonic())
 
     def poll(self) -> list[Event]:
         """Read everything once; returns the new events."""
@@ -164,6 +167,12 @@ class Watcher:
                     and (not stage or event.stage == stage) and (rnd is None or event.round == rnd)):
                 return event
         return None
+
+    def previous_reply(self, who: str, before: float) -> float:
+        """When ``who`` was last seen sending a reply before ``before`` (the run's start if
+        never): a ClientApp started later serves a newer message."""
+        times = [e.at for e in self.events if e.kind == "sent" and e.who == who and e.at < before]
+        return max(times, default=self.segment.started)
 
     def stage_closed(self, after: float, busy: set[str], stage: str, rnd: int) -> Event | None:
         """The first instruction of another stage than (``stage``, ``rnd``) that a site not
