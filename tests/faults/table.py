@@ -14,8 +14,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 LEGEND = ("recover s: site faults, seconds from the fault until the faulted stage closed (a healthy site got "
-          "its next instruction, or the round was checkpointed); silenced site: seconds the stage was held "
-          "after the last healthy reply (bounded by round-grace); straggler, restarted site, truncated state: "
+          "its next instruction, or the round was checkpointed); silenced site: seconds from the last healthy "
+          "reply's Sending line to the next instruction (round-grace plus upload and aggregation); straggler, restarted site, truncated state: "
           "until that site's next reply was sent; coordinator killed: until the resumed run checkpointed the "
           "interrupted round again; truncated checkpoint: until the resumed run wrote its next checkpoint.")
 
