@@ -35,7 +35,7 @@ import mpdrm  # noqa: E402
 from mpdrm.device import resolve_device  # noqa: E402
 from mpdrm.losses import MPDRMLoss  # noqa: E402
 from mpdrm.training import TrainConfig, default_step, make_optimizer  # noqa: E402
-from report import write_report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from report import cpu_model, write_report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 # (batch, warm-up steps, timed steps) per size and device kind
 PLAN = {
@@ -196,21 +196,13 @@ def machine_info(device: torch.device) -> dict:
         "device": str(device),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "processor": _cpu_name(),
+        "processor": cpu_model(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _load() -> list[float] | None:

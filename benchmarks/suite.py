@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.report import cpu_model
 from benchmarks.studies import HERE, MODES, RESULTS, STUDIES, Step, Study, by_name, suffix
 
 ROOT = HERE.parent
@@ -33,15 +34,6 @@ PACKAGES = ("torch", "flwr", "opacus", "numpy")
 ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def git_commit() -> str | None:
