@@ -21,8 +21,10 @@ from tests.faults.watch import Event
 #: Slack over ``round-grace`` for a held stage. The hold is measured from the healthy
 #: site's ``Sending`` log line to the next instruction a site receives, so it includes the
 #: reply's upload, the aggregation and the next instruction's relay: 1.4 s after an
-#: evaluation, about 12 s after a training stage in a run on a loaded 2-core machine.
-SLACK = 15.0
+#: evaluation, about 12 s after a training stage in a run on a loaded 2-core machine, 27 s
+#: in a two-worker CI run (a held stage of 39.3 s). Still far below the scripts'
+#: ``round-timeout`` (300 s), which is what a silent site held a stage for before deadlines.
+SLACK = 60.0
 
 COMPLETED = ("finished:completed", "exit 0")
 
@@ -253,8 +255,13 @@ def losses(record: Record) -> list[str]:
     final = record.summary()
     by_round = {r["round"]: r for r in final.get("rounds", [])}
     lost: list[str] = []
+    cap = None  # once a checkpoint is truncated, the rounds after the readable one are redone
     for inj in record.injections:
         keep = _kept_rounds(inj, inj.fault)
+        if cap is not None:
+            keep = min(keep, cap)
+        if inj.fault.action == "truncate-checkpoint":
+            cap = keep if cap is None else min(cap, keep)
         for entry in inj.before.get("rounds", []):
             if entry["round"] <= keep and by_round.get(entry["round"]) != entry:
                 lost.append(f"round {entry['round']} of summary.json changed after '{inj.fault.describe()}'")
