@@ -113,11 +113,16 @@ class TrainResult:
     steps: int
 
 
+def cosine_factor(progress: float, floor: float) -> float:
+    """Cosine decay from 1 at ``progress`` 0 to ``floor`` at ``progress`` 1."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """The multiplier of cfg.lr at `step` (0-based) of `total_steps`."""
     if cfg.schedule == "cosine" and total_steps > 0:
         progress = min(step / total_steps, 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine_factor(progress, cfg.min_lr_ratio)
     if cfg.schedule == "step":
         epoch = step // max(steps_per_epoch, 1)
         return cfg.step_gamma ** (epoch // max(cfg.step_size, 1))
@@ -130,8 +135,7 @@ def round_lr_factor(cfg: TrainConfig, server_round: int, rounds: int) -> float:
     (1 + cos(pi (rounds - 1) / rounds)) / 2 in the last."""
     if cfg.round_schedule != "cosine" or rounds <= 1:
         return 1.0
-    progress = min(max(server_round - 1, 0) / rounds, 1.0)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cosine_factor(min(max(server_round - 1, 0) / rounds, 1.0), cfg.min_lr_ratio)
 
 
 def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
