@@ -181,7 +181,7 @@ def error_decomposition(pred: Any, target: Any, subjects: Any) -> dict[str, floa
 def video_subjects(subjects: Any, videos: Any) -> np.ndarray:
     """The subject of each video, videos in ascending id order (as :func:`video_level`)."""
     v = _np(videos).reshape(-1)
-    ids, first = np.unique(v, return_index=True)
+    _, first = np.unique(v, return_index=True)
     return _np(subjects).reshape(-1)[first]
 
 
