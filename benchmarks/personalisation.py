@@ -3,12 +3,15 @@ baselines under each evaluation protocol, with the oracle references on the scor
 
 Every cell is a real ``mpdrm-simulate`` run (Flower simulation, or the centralized baseline) on
 the default synthetic cohort generated for that seed (the seed drives both the cohort and the
-training), at a reduced scale chosen so that the whole study fits in about three hours on two
-cores. A finished run (its summary.json, with the same settings) is reused, so an interrupted
-study continues where it stopped. Writes ``benchmarks/results/personalisation.json`` and
+training), at the default run's scale (see :class:`Scale`). A cell takes a default run's time
+(about 5 minutes on an idle 2-core AVX-512 machine), so the whole plan (about 80 cells) takes
+about 7 hours; ``--variants``/``--protocols``/``--seeds-*`` choose a subset, and the tables
+report every cell of the plan that has finished, whichever invocation ran it. A finished run
+(its summary.json, with the same settings) is reused, so an interrupted study continues where it
+stopped. Writes ``benchmarks/results/personalisation.json`` and
 ``personalisation.md`` (tables) and ``personalisation_confound.png``.
 
-    python benchmarks/personalisation.py                 # the study (about 3 hours on 2 cores)
+    python benchmarks/personalisation.py                 # the whole plan (about 7 hours on 2 cores)
     python benchmarks/personalisation.py --quick         # every part once, tiny (a few minutes)
     python benchmarks/personalisation.py --only headline # one part: headline | variants | confound
 
@@ -32,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from report import write_report  # benchmarks/ is on sys.path when run as a script
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -52,26 +53,36 @@ REFERENCES = ("oracle", "habit_blind", "constant")
 
 @dataclass(frozen=True)
 class Scale:
-    """The cohort and schedule of every run of the study."""
+    """The cohort and schedule of every run of the study; ``None`` keeps the default run's value.
 
-    sites: int = 3
-    subjects: int = 8
-    visits: int = 3
-    seconds: float = 4.0
-    rounds: int = 4
-    epochs: int = 1
-    image_size: int = 64
+    The default is the default run itself (``mpdrm-simulate`` with no override: 3 sites, 8
+    subjects x 3 visits of 8 s per site, 6 rounds x 2 local epochs, 64 px, 2 CPUs per client).
+    A smaller scale tried first (4 s visits, 4 rounds x 1 epoch) ended at the constant predictor
+    (seed 0, ``visits``: RMSE 0.303 against constant 0.308), so it could not compare anything.
+    """
+
+    sites: int | None = None
+    subjects: int | None = None
+    visits: int | None = None
+    seconds: float | None = None
+    rounds: int | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    client_cpus: int | None = None
     max_clips: int | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def overrides(self) -> list[str]:
-        out = [f"sites={self.sites}", f"data.synth.subjects={self.subjects}", f"data.synth.visits={self.visits}",
-               f"data.synth.seconds={self.seconds}", f"rounds={self.rounds}", f"train.epochs={self.epochs}",
-               f"model.image_size={self.image_size}", "resources.client_cpus=1", *self.extra]
-        return out + ([f"prepare.max_clips={self.max_clips}"] if self.max_clips else [])
+        keys = {"sites": "sites", "subjects": "data.synth.subjects", "visits": "data.synth.visits",
+                "seconds": "data.synth.seconds", "rounds": "rounds", "epochs": "train.epochs",
+                "image_size": "model.image_size", "client_cpus": "resources.client_cpus",
+                "max_clips": "prepare.max_clips"}
+        chosen = [f"{key}={getattr(self, name)}" for name, key in keys.items() if getattr(self, name) is not None]
+        return [*chosen, *self.extra]
 
 
-QUICK = Scale(sites=2, subjects=3, visits=3, seconds=3.0, rounds=1, epochs=1, image_size=32, max_clips=2)
+QUICK = Scale(sites=2, subjects=3, visits=3, seconds=3.0, rounds=1, epochs=1, image_size=32, client_cpus=1,
+              max_clips=2)
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,8 @@ class Cell:
 
 
 def plan(part: str, seeds_headline: list[int], seeds_other: list[int], confounds: list[float]) -> list[Cell]:
-    """The cells of one part of the study."""
+    """The cells of one part of the study (``enrolled`` has its own training run: a run scores
+    one protocol)."""
     if part == "headline":
         return [Cell(v, p, s) for v in ("mpdrm", "no_mpfn", "fedavg_full")
                 for p in ("visits", "subjects", "enrolled") for s in seeds_headline]
@@ -101,34 +113,57 @@ def plan(part: str, seeds_headline: list[int], seeds_other: list[int], confounds
     raise ValueError(f"unknown part {part!r}")
 
 
-def run_cell(cell: Cell, scale: Scale, work: Path, cache: Path) -> dict[str, Any]:
-    """The summary of one run, reused when it finished earlier with the same settings."""
+def settings_of(cell: Cell, scale: Scale) -> str:
+    return json.dumps({"cell": cell.__dict__, "scale": scale.__dict__}, sort_keys=True, default=list)
+
+
+def finished(cell: Cell, scale: Scale, work: Path) -> dict[str, Any] | None:
+    """The summary of a run that finished earlier with the same settings, else None."""
     run_dir = work / cell.name
-    settings = json.dumps({"cell": cell.__dict__, "scale": scale.__dict__}, sort_keys=True, default=list)
     summary_file, settings_file = run_dir / "summary.json", run_dir / "study_settings.json"
-    if summary_file.is_file() and settings_file.is_file() and settings_file.read_text() == settings:
+    if summary_file.is_file() and settings_file.is_file() and settings_file.read_text() == settings_of(cell, scale):
         summary = json.loads(summary_file.read_text())
         if summary.get("final") and summary.get("reference"):
             return summary
+    return None
+
+
+def run_cell(cell: Cell, scale: Scale, work: Path, cache: Path) -> dict[str, Any]:
+    """The summary of one run, reused when it finished earlier with the same settings."""
+    summary = finished(cell, scale, work)
+    if summary is not None:
+        return summary
+    run_dir = work / cell.name
     overrides = [*scale.overrides(), *VARIANTS[cell.variant], f"seed={cell.seed}", f"eval.protocol={cell.protocol}",
                  f"data.synth.confound={cell.confound}", f"run_dir={run_dir}"]
     env = {**os.environ, "FEDMPDRM_CACHE": str(cache)}
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "simulations.simulate", *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"run {run_dir} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    settings_file.write_text(settings)
-    return json.loads(summary_file.read_text())
+    (run_dir / "study_wall.json").write_text(json.dumps({"process_seconds": time.perf_counter() - started}))
+    (run_dir / "study_settings.json").write_text(settings_of(cell, scale))
+    return json.loads((run_dir / "summary.json").read_text())
 
 
-def row(cell: Cell, summary: dict[str, Any]) -> dict[str, Any]:
-    """The figures of one run: final RMSE, the references on its scored visits, wall time."""
+def process_seconds(cell: Cell, work: Path) -> float | None:
+    """Wall time of the whole ``mpdrm-simulate`` process of a cell (engine start-up included)."""
+    wall = work / cell.name / "study_wall.json"
+    return json.loads(wall.read_text()).get("process_seconds") if wall.is_file() else None
+
+
+def row(cell: Cell, summary: dict[str, Any], process: float | None = None) -> dict[str, Any]:
+    """The figures of one run: final RMSE, the references on its scored visits, wall times
+    (``wall_seconds``: the server's, from its start to the end; ``process_seconds``: the whole
+    process, engine start-up and cohort preparation included)."""
     final = summary.get("final") or {}
     refs = summary.get("reference") or {}
     return {**cell.__dict__, "rmse": final.get("rmse"), "ccc": final.get("ccc"),
+            "subject_bias_rmse": final.get("subject_bias_rmse"), "within_subject_rmse": final.get("within_subject_rmse"),
             **{r: (refs.get(r) or {}).get("rmse") for r in REFERENCES},
             "round_rmse": [r["eval"].get("rmse") for r in summary.get("rounds", [])],
-            "wall_seconds": summary.get("wall_seconds")}
+            "wall_seconds": summary.get("wall_seconds"), "process_seconds": process}
 
 
 def mean_sd(values: list[float]) -> str:
@@ -144,11 +179,12 @@ def table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> str:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in by), []).append(r)
-    head = [*by, "seeds", "model RMSE", *REFERENCES]
+    head = [*by, "seeds", "model RMSE", *REFERENCES, "model bias", "model within"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, members in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         cells = [*map(str, key), str(len(members)), mean_sd([m["rmse"] for m in members]),
-                 *(mean_sd([m[r] for m in members]) for r in REFERENCES)]
+                 *(mean_sd([m[r] for m in members]) for r in REFERENCES),
+                 *(mean_sd([m.get(k) for m in members]) for k in ("subject_bias_rmse", "within_subject_rmse"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -178,12 +214,16 @@ def plot_confound(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from report import write_report  # noqa: PLC0415  (benchmarks/ is the script's folder)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every part once at a tiny scale")
     parser.add_argument("--only", choices=("headline", "variants", "confound"), nargs="*")
     parser.add_argument("--seeds-headline", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--seeds-other", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--confounds", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), help="only these variants")
+    parser.add_argument("--protocols", nargs="+", choices=("visits", "subjects", "enrolled"), help="only these protocols")
     parser.add_argument("--extra", nargs="*", default=[], help="Hydra overrides for every run")
     parser.add_argument("--work", type=Path, default=RESULTS / "personalisation_runs")
     args = parser.parse_args(argv)
@@ -195,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     for part in args.only or ("headline", "variants", "confound"):
         rows[part] = []
         for cell in plan(part, seeds_h, seeds_o, confounds):
-            rows[part].append(row(cell, run_cell(cell, scale, work, work / "cache")))
+            chosen = (not args.variants or cell.variant in args.variants) and (
+                not args.protocols or cell.protocol in args.protocols)
+            summary = run_cell(cell, scale, work, work / "cache") if chosen else finished(cell, scale, work)
+            if summary is None:  # left out by --variants/--protocols and not run before: not reported
+                continue
+            rows[part].append(row(cell, summary, process_seconds(cell, work)))
             r = rows[part][-1]
             print(f"{part} {cell.name}: rmse {r['rmse']} (oracle {r['oracle']}, habit-blind {r['habit_blind']}, "
                   f"constant {r['constant']})", flush=True)
