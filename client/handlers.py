@@ -22,7 +22,7 @@ from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, 
 from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import derive_seed
 from mpdrm.inference.keep import MODEL_SUBDIR, keep_site_model, personality_of
-from mpdrm.training import TrainConfig, evaluate, round_lr_factor, train_local
+from mpdrm.training import TrainConfig, center_personality, evaluate, round_lr_factor, train_local
 from mpdrm.training_engine import optimizer_state_of
 
 from .privacy import PrivateRound, client_dp_config, decline_reply, newest_ledger
@@ -119,6 +119,8 @@ def handle_train(message: Message, context: Context, overrides: Mapping[str, Any
             log.warning("site %s round %d declined: %s", s.site.name, server_round, dp_round.decision.reason)
             return decline_reply(message, s.site.site_id, dp_round)
     loader = dp_round.loader if dp_round is not None else train_loader(s.data.train, s.cfg, seed=loader_seed)
+    if s.state is None and dp_round is None and tcfg.center_personality:  # a new personality branch
+        center_personality(s.model, eval_loader(s.data.train, s.cfg))
     # train_local seeds every RNG from tcfg.seed (site, round): a resumed site trains like an
     # uninterrupted one
     result = train_local(

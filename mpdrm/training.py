@@ -80,6 +80,11 @@ class TrainConfig:
     # federated sites: the learning rate across the run's rounds (``schedule`` acts within one
     # round): none (lr every round) | cosine (lr in round 1, decaying towards min_lr_ratio x lr)
     round_schedule: str = "none"
+    # before a personality branch's first training (a new site, or centralized training), centre
+    # its projection on up to CENTER_CLIPS of the training clips so that p does not start as the
+    # same point for everyone (MPFN.center_projection); never under DP-SGD (data-dependent and
+    # outside the privacy accounting)
+    center_personality: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -269,6 +274,32 @@ def _home_device(model: nn.Module, default: torch.device) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return default
+
+
+#: Training clips a new personality branch is centred on (:func:`center_personality`).
+CENTER_CLIPS = 256
+
+
+def center_personality(model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
+                       max_clips: int = CENTER_CLIPS) -> int:
+    """Centre the personality projection of ``model`` on the first ``max_clips`` clips of
+    ``batches`` (see ``PersonalityNetwork.center_projection``); returns the clips used (0 for a
+    model without a personality branch)."""
+    bare = unwrap(model)
+    if getattr(bare, "personality", None) is None:
+        return 0
+    taken: list[torch.Tensor] = []
+    count = 0
+    for batch in batches:
+        taken.append(batch["clips"][: max_clips - count])
+        count += len(taken[-1])
+        if count >= max_clips:
+            break
+    if not count:
+        return 0
+    device = next(bare.parameters()).device
+    bare.personality.center_projection(torch.cat(taken).to(device))
+    return count
 
 
 def train_local(

@@ -21,7 +21,7 @@ from mpdrm.contract.sharing import build_site_model, outbound_state, shared_name
 from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import cohort_sites, derive_seed
 from mpdrm.persistence import seed_all
-from mpdrm.training import TrainConfig, evaluate, train_local
+from mpdrm.training import TrainConfig, center_personality, evaluate, train_local
 from server.plots import write_plots
 from server.progress import progress_line
 from server.summary import add_round, new_summary, write_summary
@@ -103,6 +103,8 @@ def run_centralized(run_config: Mapping[str, Any]) -> dict[str, Any]:
     summary["initial"] = {"eval": _evaluate_sites(model, sites, cfg), "bytes_down": 0}
     print(progress_line(0, rounds, summary["initial"]), flush=True)
     tcfg = build(TrainConfig, cfg, "train")
+    if tcfg.center_personality:
+        center_personality(model, train_loader(pooled, cfg, seed=derive_seed(seed, "centralized", 0)))
     optimizer_state = None
     for server_round in range(1, rounds + 1):
         loader = train_loader(pooled, cfg, seed=derive_seed(seed, "centralized", server_round))
