@@ -18,7 +18,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_cohort(tmp_path_factory.mktemp("centring"), sites=SITES)
 
 
-def _centred_runs(monkeypatch: pytest.MonkeyPatch, cohort: Path, root: Path, **extra: Any) -> list[int]:
+def _centred_runs(monkeypatch: pytest.MonkeyPatch, cohort: Path, root: Path, rounds: int = 2, **extra: Any) -> list[int]:
     calls: list[int] = []
     real = client.handlers.center_personality
 
@@ -28,7 +28,7 @@ def _centred_runs(monkeypatch: pytest.MonkeyPatch, cohort: Path, root: Path, **e
 
     monkeypatch.setattr(client.handlers, "center_personality", spy)
     cfg = {**TINY_RUN, "cohort": str(cohort), "run-dir": str(root / "run"), "state-root": str(root / "state"),
-           "num-server-rounds": 2, **extra}
+           "num-server-rounds": rounds, **extra}
     run_in_process(cfg, {100 + i: node_context(i, SITES) for i in range(SITES)})
     return calls
 
@@ -39,5 +39,7 @@ def test_each_site_centres_once_before_its_first_round(monkeypatch, cohort, tmp_
 
 
 def test_switched_off_or_under_dp_sgd_no_site_centres(monkeypatch, cohort, tmp_path):
-    assert _centred_runs(monkeypatch, cohort, tmp_path / "off", **{"train.center_personality": False}) == []
-    assert _centred_runs(monkeypatch, cohort, tmp_path / "dp", **{"dp.mode": "opacus", "dp.noise_multiplier": 1.0}) == []
+    off = {"train.center_personality": False}
+    assert _centred_runs(monkeypatch, cohort, tmp_path / "off", rounds=1, **off) == []
+    dp = {"dp.mode": "opacus", "dp.noise_multiplier": 1.0}
+    assert _centred_runs(monkeypatch, cohort, tmp_path / "dp", rounds=1, **dp) == []
