@@ -57,6 +57,9 @@ class MPDRMConfig:
     use_mpfn: bool = True
     use_rarm: bool = True
     use_orthogonality: bool = True  # loss-level: the training loss reads it
+    # RARM reads p detached: the task loss does not train MPFN, which then learns only from the
+    # contrastive (and orthogonality) terms; False lets the task gradient reach MPFN through RARM
+    isolate_personality: bool = True
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)

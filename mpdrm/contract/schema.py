@@ -164,6 +164,7 @@ class ModelSection:
     use_mpfn: bool = True
     use_rarm: bool = True
     use_orthogonality: bool = True
+    isolate_personality: bool = True  # RARM reads p detached: only the contrastive terms train MPFN
     image_size: Optional[int] = None
     frames: Optional[int] = None
     in_channels: Optional[int] = None

@@ -79,7 +79,7 @@ class MPDRM(nn.Module):
             raise ValueError("this model has no personality branch (use_mpfn=False)")
         attn = None
         if self.rarm is not None:
-            z, attn = self.rarm(tokens, p)
+            z, attn = self.rarm(tokens, p.detach() if p is not None and self.config.isolate_personality else p)
         else:
             z = d
         pred = self.head(z)
