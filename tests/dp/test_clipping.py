@@ -147,7 +147,7 @@ def test_plain_names_and_unwrapped_model_after_training(mode, model, loader, tra
     assert changed, "the personality branch was not trained"
     # hooks are gone: a plain backward leaves no per-sample gradients behind
     out = plain(torch.randn(2, 1, 8, 32, 32))
-    out.prediction.sum().backward()
+    (out.prediction.sum() + out.personality.sum()).backward()  # p reaches RARM detached
     assert all(not hasattr(p, "grad_sample") for p in plain.parameters())
     # ... and the convolutions compute their ordinary weight gradients again
     convs = [m for m in plain.modules() if isinstance(m, torch.nn.Conv3d)]
