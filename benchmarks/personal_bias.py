@@ -19,7 +19,6 @@ personality branch is meant to remove - rather than per-visit noise.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -32,19 +31,17 @@ import torch
 if not __package__:  # run as a script: the repository's packages first
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.personality_use import run_locations  # noqa: E402
+from benchmarks.personality_use import run_locations, site_videos  # noqa: E402
 from mpdrm.inference.model import SiteModel, load_model_dir  # noqa: E402
 
 
 def visit_residuals(model: SiteModel, site_folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Subject -> ``[(visit, prediction - target), ...]`` over the site's manifest."""
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    with open(site_folder / "manifest.csv", newline="") as handle:
-        for entry in csv.DictReader(handle):
-            clips, _ = model.clips_of(site_folder / entry["video"])
-            known = entry["subject"] if model.has_personality and entry["subject"] in model.subjects() else None
-            prediction = float(np.mean(model.score_clips(clips, subject=known).prediction))
-            out[entry["subject"]].append((int(entry["visit"]), prediction - float(entry["score"]) / model.score_max))
+    for entry, clips in site_videos(model, site_folder):
+        known = entry["subject"] if model.has_personality and entry["subject"] in model.subjects() else None
+        prediction = float(np.mean(model.score_clips(clips, subject=known).prediction))
+        out[entry["subject"]].append((int(entry["visit"]), prediction - float(entry["score"]) / model.score_max))
     return out
 
 

@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +50,25 @@ def video_scores(model: SiteModel, clips: np.ndarray) -> tuple[dict[str, float],
     return by_reference, float(np.mean(model.score_clips(clips).prediction))
 
 
+def site_videos(model: SiteModel, site_folder: Path) -> Iterator[tuple[dict[str, str], np.ndarray]]:
+    """``(manifest row, clips)`` of every video of a site folder, in manifest order, decoded as
+    the model was trained."""
+    with open(site_folder / "manifest.csv", newline="") as handle:
+        for entry in csv.DictReader(handle):
+            yield entry, model.clips_of(site_folder / entry["video"])[0]
+
+
 def site_report(model: SiteModel, site_folder: Path) -> dict[str, Any]:
     """The figures of one site over its training subjects' videos (manifest order)."""
     spread, own, clip_p, targets = [], [], [], []
-    with open(site_folder / "manifest.csv", newline="") as handle:
-        for entry in csv.DictReader(handle):
-            if entry["subject"] not in model.training:
-                continue
-            clips, _ = model.clips_of(site_folder / entry["video"])
-            by_reference, with_clip_p = video_scores(model, clips)
-            spread.append(float(np.std(list(by_reference.values()))))
-            own.append(by_reference[entry["subject"]])
-            clip_p.append(with_clip_p)
-            targets.append(float(entry["score"]) / model.score_max)
+    for entry, clips in site_videos(model, site_folder):
+        if entry["subject"] not in model.training:
+            continue
+        by_reference, with_clip_p = video_scores(model, clips)
+        spread.append(float(np.std(list(by_reference.values()))))
+        own.append(by_reference[entry["subject"]])
+        clip_p.append(with_clip_p)
+        targets.append(float(entry["score"]) / model.score_max)
     own_a, clip_a, target_a = np.array(own), np.array(clip_p), np.array(targets)
     cos = reference_cosines(model)
     return {"videos": len(own), "subjects": len(model.training),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+import torch
 
 from benchmarks.personality_use import run_report, video_scores
 from mpdrm.inference.model import load_model_dir
@@ -27,5 +29,11 @@ def test_the_spread_over_references_is_what_changing_p_alone_does(tiny_run) -> N
                                               dtype=np.uint8)
     by_reference, with_clip_p = video_scores(model, clips)
     assert set(by_reference) == set(model.training)
-    assert by_reference[subject] == float(np.mean(model.score_clips(clips, subject=subject).prediction))
-    assert math.isfinite(with_clip_p)
+    # the same scores straight from the network, p given explicitly (no SiteModel scoring path)
+    x = torch.from_numpy(clips).float() / 255
+    with torch.no_grad():
+        direct = float(model.model(x, personality=torch.as_tensor(model.training[subject]).expand(len(x), -1))
+                       .prediction.mean())
+        own_p = float(model.model(x).prediction.mean())
+    assert by_reference[subject] == pytest.approx(direct, abs=1e-6)
+    assert with_clip_p == pytest.approx(own_p, abs=1e-6)
