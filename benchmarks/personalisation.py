@@ -18,8 +18,8 @@ stopped. Writes ``benchmarks/results/personalisation.json`` and
 Parts:
 - ``headline``: mpdrm, ``ablation=no_mpfn``, ``strategy=fedavg_full`` on protocols ``visits``,
   ``subjects`` and ``enrolled``, 5 seeds;
-- ``variants``: ``no_rarm``, ``no_orthogonality``, ``local_only``, ``centralized`` on ``visits``
-  and ``subjects``, 3 seeds;
+- ``variants``: ``no_rarm``, ``no_orthogonality``, ``local_only``, ``centralized`` and
+  ``personal_offset`` (``model.personal_offset=true``) on ``visits`` and ``subjects``, 3 seeds;
 - ``confound``: mpdrm against no_mpfn on ``visits`` at habit strength 0, 0.5, 1, 2, 3 seeds.
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_orthogonality": ["ablation=no_orthogonality"],
     "local_only": ["strategy=local_only"],
     "centralized": ["strategy=centralized"],
+    "personal_offset": ["model.personal_offset=true"],
 }
 REFERENCES = ("oracle", "habit_blind", "constant")
 
@@ -106,7 +107,7 @@ def plan(part: str, seeds_headline: list[int], seeds_other: list[int], confounds
         return [Cell(v, p, s) for v in ("mpdrm", "no_mpfn", "fedavg_full")
                 for p in ("visits", "subjects", "enrolled") for s in seeds_headline]
     if part == "variants":
-        return [Cell(v, p, s) for v in ("no_rarm", "no_orthogonality", "local_only", "centralized")
+        return [Cell(v, p, s) for v in ("no_rarm", "no_orthogonality", "local_only", "centralized", "personal_offset")
                 for p in ("visits", "subjects") for s in seeds_other]
     if part == "confound":
         return [Cell(v, "visits", s, c) for v in ("mpdrm", "no_mpfn") for c in confounds for s in seeds_other]

@@ -60,6 +60,9 @@ class MPDRMConfig:
     # RARM reads p detached: the task loss does not train MPFN, which then learns only from the
     # contrastive (and orthogonality) terms; False lets the task gradient reach MPFN through RARM
     isolate_personality: bool = True
+    # a site-local linear map from p (detached) to an offset added to the prediction: lets a site
+    # correct a known person's habitual bias (and its own mean bias) without the shared head
+    personal_offset: bool = False
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)

@@ -165,6 +165,7 @@ class ModelSection:
     use_rarm: bool = True
     use_orthogonality: bool = True
     isolate_personality: bool = True  # RARM reads p detached: only the contrastive terms train MPFN
+    personal_offset: bool = False  # site-local offset(p) added to the prediction (stays at the site)
     image_size: Optional[int] = None
     frames: Optional[int] = None
     in_channels: Optional[int] = None

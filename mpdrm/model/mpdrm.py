@@ -83,6 +83,8 @@ class MPDRM(nn.Module):
         else:
             z = d
         pred = self.head(z)
+        if p is not None and self.personality.offset is not None:
+            pred = pred + self.personality.offset(p.detach())
         if self.config.task == "regression":
             pred = pred.squeeze(-1)
         return MPDRMOutput(prediction=pred, depression=d, personality=p, prototype_similarity=sim,

@@ -5,6 +5,8 @@ Everything here is site-local: the MPDRM module mounts it as ``personality``, an
 
 - backbone: the same topology as MDFN's, separate weights;
 - ``head``: projection MLP (C -> C -> E) to the personality embedding p, L2-normalised per example;
+- ``offset`` (``personal_offset=True``): a linear map from p to an offset of the prediction,
+  zero at initialisation, so that a site can learn each known person's habitual bias;
 - ``prototypes``: ``nn.Embedding(num_subjects, E)``; row j is subject j's prototype (absent when
   num_subjects == 0). They are normalised at use: `prototype_similarity` looks every prototype
   up *per example* (an index tensor of shape (B, S)) and normalises the looked-up rows, so the
@@ -29,6 +31,10 @@ class PersonalityNetwork(nn.Module):
         c = self.backbone.out_channels
         self.head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, cfg.embed_dim))
         self.prototypes = nn.Embedding(cfg.num_subjects, cfg.embed_dim) if cfg.num_subjects > 0 else None
+        self.offset = nn.Linear(cfg.embed_dim, cfg.output_dim) if cfg.personal_offset else None
+        if self.offset is not None:
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
 
     @property
     def num_prototypes(self) -> int:
