@@ -19,7 +19,8 @@ Parts:
 - ``headline``: mpdrm, ``ablation=no_mpfn``, ``strategy=fedavg_full`` on protocols ``visits``,
   ``subjects`` and ``enrolled``, 5 seeds;
 - ``variants``: ``no_rarm``, ``no_orthogonality``, ``local_only``, ``centralized`` and
-  ``personal_offset`` (``model.personal_offset=true``) on ``visits`` and ``subjects``, 3 seeds;
+  ``personal_offset`` (``model.personal_offset=true`` with the personality branch isolated and
+  centred) on ``visits`` and ``subjects``, 3 seeds;
 - ``confound``: mpdrm against no_mpfn on ``visits`` at habit strength 0, 0.5, 1, 2, 3 seeds.
 """
 from __future__ import annotations
@@ -47,7 +48,9 @@ VARIANTS: dict[str, list[str]] = {
     "no_orthogonality": ["ablation=no_orthogonality"],
     "local_only": ["strategy=local_only"],
     "centralized": ["strategy=centralized"],
-    "personal_offset": ["model.personal_offset=true"],
+    # the offset reads p, so p must tell people apart: the branch isolated and centred
+    "personal_offset": ["model.personal_offset=true", "model.isolate_personality=true",
+                        "train.center_personality=true"],
 }
 REFERENCES = ("oracle", "habit_blind", "constant")
 

@@ -104,7 +104,7 @@ def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> Path:
     except OSError as err:
         code = err.errno or errno.EIO
         raise OSError(code, f"{path}: round {ckpt.round} checkpoint not written ({err.strerror or err}); "
-                            "the previous checkpoint is kept") from err
+                            "the previous checkpoint is kept: free space, then resume the run (resume=true)") from err
     return path
 
 

@@ -34,6 +34,7 @@ from tests.deployment.deploylib import procs
 from tests.deployment.deploylib.harness import Deployment
 from tests.deployment.deploylib.tiny import TINY_RUN
 from tests.faults.scripts import Fault, Script, When
+from tests.faults.small_disk import SmallDisk
 from tests.faults.watch import Event, Watcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,11 +192,18 @@ class DeployedFederation:
 
     def reset_sites(self) -> None:
         """A new federation: every site's SuperNode running (one killed by an earlier script
-        is restarted) and no private state left."""
+        is restarted), no ClientApp of an earlier run left (one held through a failed run
+        goes on once released and saves its state) and no private state left.
+
+        A leftover ClientApp is waited for, not killed: a SuperNode whose ClientApp was
+        killed mid-message took no further message (seen with Flower 1.42).
+        """
         for site in self.script.sites:
             if not self.dep.sites[site].proc.alive():
                 self._restart_when_offline(site)
         for site in self.script.sites:
+            procs.wait_for(lambda site=site: not self.dep.clientapp_pids(site), 300,
+                           f"the ClientApps of {site}'s earlier run to end", interval=0.5, on_fail=self.dep.all_logs)
             for path in self.dep.sites[site].state_dir.glob("*"):
                 if path.is_file():
                     path.unlink()
@@ -268,14 +276,6 @@ class DeployedFederation:
         except Exception as error:  # noqa: BLE001 (reported by the verdict)
             self.restarts[site] = (time.monotonic(), repr(error))
 
-    def stall_site(self, fault: Fault, since: float) -> str:
-        pids = self.clientapp(fault.target, since)
-        _signal(pids, signal.SIGSTOP)
-        timer = threading.Timer(fault.seconds or 0.0, _signal, (pids, signal.SIGCONT))
-        timer.daemon = True
-        timer.start()
-        return f"SIGSTOP of ClientApp pid {pids[0]}, SIGCONT {fault.seconds:g} s later"
-
     def silence_site(self, fault: Fault, since: float) -> str:
         """SIGSTOP of everything under the SuperNode (its SuperExec and ClientApps), not of
         the SuperNode itself: it keeps its heartbeats (connected) and never answers. Stopping
@@ -290,7 +290,7 @@ class DeployedFederation:
         self.held.extend(pids)
         return f"SIGSTOP of the SuperExec and ClientApps under SuperNode pid {self.dep.sites[fault.target].proc.pid}"
 
-    hold_site = silence_site
+    hold_site = delay_site = silence_site
 
     def release_site(self, fault: Fault, since: float) -> str:
         """SIGCONT of what ``silence-site`` / ``hold-site`` stopped."""
@@ -340,12 +340,15 @@ class SimulatedFederation:
         Hydra overrides of every run (a tiny model).
     """
 
-    def __init__(self, script: Script, cohort: Path, run_dir: Path, overrides: list[str]) -> None:
-        self.script, self.cohort, self.run_dir = script, Path(cohort), Path(run_dir)
+    def __init__(self, script: Script, cohort: Path, run_dir: Path, overrides: list[str],
+                 disk: SmallDisk | None = None) -> None:
+        self.script, self.cohort, self.disk = script, Path(cohort), disk
+        self.inner = Path(run_dir)  # the run folder as the run sees it
+        self.run_dir = disk.outside(self.inner) if disk is not None else self.inner
         extra = [f"{k}={v}" for k, v in script.config.items()]
         self.args = [f"cohort={cohort}", f"run_dir={run_dir}", "resources.client_cpus=2", "resources.num_cpus=2",
                      *overrides, *extra]
-        state = self.run_dir / "site-state"
+        state = Path(disk.keep["site-state"]) if disk is not None else self.run_dir / "site-state"
         self.watcher = Watcher(None, {s: state / s for s in script.sites}, self.run_dir)
         self.token = uuid.uuid4().hex
         self.proc: subprocess.Popen[bytes] | None = None
@@ -355,14 +358,16 @@ class SimulatedFederation:
         """Start ``mpdrm-simulate`` (``resume=true`` continues ``run_dir``)."""
         first = load_checkpoint(self.run_dir).round + 1 if resume else 1
         self.watcher.new_segment(first, False)
-        log = self.run_dir.parent / f"{self.run_dir.name}-{len(self.outputs)}.log"
+        log = self.inner.parent / f"{self.inner.name}-{len(self.outputs)}.log"
         self.outputs.append(log)
         argv = [str(Path(sys.executable).with_name("mpdrm-simulate")), *self.args, f"resume={str(resume).lower()}",
                 *(f"{k}={v}" for k, v in (overrides or {}).items())]
+        if self.disk is not None:
+            argv = self.disk.command(argv, cwd=self.inner.parent)
         env = {**os.environ, TOKEN_ENV: self.token, "FLWR_TELEMETRY_ENABLED": "0"}
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=self.run_dir.parent, start_new_session=True)
+                                         env=env, cwd=self.inner.parent, start_new_session=True)
 
     def ended(self) -> str:
         """``exit N`` once the run's process exited, ``""`` while it runs."""
@@ -391,10 +396,22 @@ class SimulatedFederation:
         self.launch(resume=True, overrides=fault.options)
         return "mpdrm-simulate resume=true"
 
+    def fill_disk(self, fault: Fault, since: float) -> str:
+        assert self.disk is not None, f"{self.script.name}: fill-disk needs a SmallDisk"
+        return f"{self.disk.fill()} bytes written: {self.disk.size}-byte disk full"
+
+    def free_disk(self, fault: Fault, since: float) -> str:
+        assert self.disk is not None, f"{self.script.name}: free-disk needs a SmallDisk"
+        self.disk.free()
+        return "the file that filled it deleted"
+
     def close(self) -> list[int]:
-        """Kill whatever of the script is still running; returns the pids found."""
+        """Kill whatever of the script is still running (and end its disk's namespace);
+        returns the pids found."""
         pids = processes_with_token(self.token)
         _signal(pids, signal.SIGKILL)
+        if self.disk is not None:
+            self.disk.close()
         return pids
 
 

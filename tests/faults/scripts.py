@@ -22,8 +22,13 @@ from typing import Any
 #: Seconds a stage waits for the other sites once ``min-sites`` valid replies are in.
 GRACE = 12.0
 
-#: Seconds the straggler is held (well inside :data:`GRACE`: its reply must still count).
-STRAGGLE = 4.0
+#: ``round-timeout`` of the script whose stage cannot reach ``min-sites``: how long the
+#: run waits before it fails (short, to keep the suite short; far above a healthy stage).
+SHORT_TIMEOUT = 60.0
+
+#: Size of the coordinator's small disk in the disk-full script (room for a few tiny-model
+#: checkpoints, the summary and Hydra's logs; filled on purpose by ``fill-disk``).
+SMALL_DISK = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -69,19 +74,19 @@ class Fault:
     ----------
     action : str
         ``kill-site`` (SIGKILL of the SuperNode tree), ``restart-site`` (same key and
-        state-dir, once the SuperLink counts the node offline), ``stall-site`` (SIGSTOP of
-        its running ClientApp, SIGCONT ``seconds`` later), ``silence-site`` (SIGSTOP until
-        ``release-site`` or the end: connected, never answering), ``hold-site`` (the same,
-        only to set up the next fault), ``release-site``, ``truncate-state``,
-        ``kill-coordinator`` (SIGKILL of the SuperLink tree, or of the whole simulation),
-        ``restart-coordinator``, ``resume`` (``flwr run`` / ``mpdrm-simulate`` with
-        ``resume=true``), ``truncate-checkpoint``.
+        state-dir, once the SuperLink counts the node offline), ``delay-site`` (a
+        straggler: SIGSTOP of the site's SuperExec and ClientApps until ``release-site``),
+        ``silence-site`` (the same until ``release-site`` or the end: connected, never
+        answering), ``hold-site`` (the same, only to set up the next fault),
+        ``release-site``, ``truncate-state``, ``kill-coordinator`` (SIGKILL of the SuperLink
+        tree, or of the whole simulation), ``restart-coordinator``, ``resume`` (``flwr run``
+        / ``mpdrm-simulate`` with ``resume=true``), ``truncate-checkpoint``, ``fill-disk``
+        (the coordinator's disk: a file fills it to the last byte), ``free-disk`` (that
+        file deleted).
     target : str
         A site label, or ``coordinator``.
     when : When
         When it fires.
-    seconds : float or None
-        ``stall-site``: how long.
     options : dict
         ``resume``: run-config overrides (e.g. more rounds).
     """
@@ -89,19 +94,18 @@ class Fault:
     action: str
     target: str = "coordinator"
     when: When = field(default_factory=When)
-    seconds: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         """The fault in words (``kill site-02 during evaluate of round 0``)."""
         verb = {"kill-site": "kill", "restart-site": "restart", "release-site": "release",
-                "silence-site": "silence", "hold-site": "hold back",
+                "silence-site": "silence", "hold-site": "hold back", "delay-site": "delay",
                 "truncate-state": "truncate the state of", "kill-coordinator": "kill",
                 "restart-coordinator": "restart", "truncate-checkpoint": "truncate the newest checkpoint",
-                "resume": "resume"}.get(self.action, self.action)
-        if self.action == "stall-site":
-            return f"delay {self.target} by {self.seconds:g} s {self.when.describe()}"
-        target = {"truncate-checkpoint": "", "resume": "the run"}.get(self.action, self.target)
+                "resume": "resume", "fill-disk": "fill the coordinator's disk", "free-disk": "free the disk"
+                }.get(self.action, self.action)
+        target = {"truncate-checkpoint": "", "resume": "the run", "fill-disk": "", "free-disk": ""
+                  }.get(self.action, self.target)
         what = " ".join(w for w in (verb, target, self.when.describe()) if w)
         return f"{what} ({', '.join(f'{k}={v}' for k, v in self.options.items())})" if self.options else what
 
@@ -147,7 +151,8 @@ SITE_FAULTS = Script(
     sites=SITES,
     config={**DEPLOYED, "num-server-rounds": 3, "min-sites": 1, "fraction-evaluate": 1.0},
     faults=(
-        Fault("stall-site", "site-01", When("received", "evaluate", 0), seconds=STRAGGLE),
+        Fault("delay-site", "site-01", When("received", "evaluate", 0)),
+        Fault("release-site", "site-01", When("sent", "evaluate", 0, site="site-02")),
         Fault("silence-site", "site-02", When("received", "train", 1)),
         Fault("release-site", "site-02", When("received", "evaluate", 1, site="site-01")),
         Fault("kill-site", "site-01", When("received", "evaluate", 1)),
@@ -157,7 +162,20 @@ SITE_FAULTS = Script(
     ),
 )
 """Site faults in one deployed run (2 sites, ``min-sites=1``, 3 rounds, evaluation every
-round): each fault hits a stage the other site answers, so there is a reply to aggregate."""
+round): each fault hits a stage the other site answers, so there is a reply to aggregate.
+The straggler is released only once the other site has replied, so its reply is always
+the one that arrives after ``min-sites`` were in (inside ``round-grace``)."""
+
+TOO_FEW = Script(
+    name="too-few-sites",
+    where="deployment",
+    sites=SITES,
+    config={**DEPLOYED, "min-sites": 2, "fraction-evaluate": 0.0, "round-timeout": SHORT_TIMEOUT},
+    faults=(Fault("silence-site", "site-02", When("received", "train", 2)),),
+)
+"""``min-sites=2`` of 2 and one site never answers in round 2: the stage cannot reach the
+minimum, so the run must fail by ``round-timeout`` with a message naming the minimum and
+the missing site, round 1 kept."""
 
 COORDINATOR = Script(
     name="coordinator",
@@ -183,13 +201,19 @@ SIMULATED_COORDINATOR = Script(
     name="simulated-coordinator",
     where="simulation",
     sites=SITES,
-    config={"rounds": 2, "strategy.fraction_evaluate": 0.0},
+    config={"rounds": 3, "strategy.fraction_evaluate": 0.0},
     faults=(
-        Fault("kill-coordinator", when=When("saved", round=2)),
+        Fault("fill-disk", when=When("saved", round=2)),
+        Fault("free-disk", when=When("ended")),
+        Fault("resume"),
+        Fault("kill-coordinator", when=When("saved", round=3)),
         Fault("resume"),
     ),
     reference=True,
 )
-"""``mpdrm-simulate`` killed (every process of the run, SIGKILL) once a site saved its
-round-2 state, then resumed. Sites run one at a time (``resources.client_cpus=2`` on 2
-CPUs), so the other site has not trained round 2 yet."""
+"""The coordinator's disk (its run folder on a small filesystem of its own; the sites'
+state is elsewhere) fills up once a site saved its round-2 state, so the round-2
+checkpoint cannot be written; the disk is freed and the run resumed; then
+``mpdrm-simulate`` is killed (every process of the run, SIGKILL) once a site saved its
+round-3 state, and resumed again. Sites run one at a time (``resources.client_cpus=2`` on
+2 CPUs), so the other site has not trained that round yet."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mpdrm import tensorfile
-from server.checkpoint import PREV_CHECKPOINT_FILE
+from server.checkpoint import CHECKPOINT_FILE, PREV_CHECKPOINT_FILE
 from tests.faults.driver import Injection, Record, checkpoint_weights
 from tests.faults.scripts import GRACE, Fault
 from tests.faults.table import Row
@@ -117,14 +117,19 @@ def restart_site(record: Record, i: int) -> Row:
     return _row(record, inj, ok, verdict, since(back, inj), f"{wait}pid {pid}")
 
 
-def stall_site(record: Record, i: int) -> Row:
-    """A straggler (held ``seconds``) is still aggregated."""
+def delay_site(record: Record, i: int) -> Row:
+    """A straggler (held until released) is still aggregated."""
     return straggler(record, record.injections[i])
 
 
 def silence_site(record: Record, i: int) -> Row:
-    """A connected site that never answers holds its stage at most ``round-grace``."""
-    return silenced(record, record.injections[i])
+    """A connected site that never answers holds its stage at most ``round-grace``; when
+    the others cannot reach ``min-sites`` without it, the run fails by ``round-timeout``."""
+    inj = record.injections[i]
+    others = len(record.script.sites) - 1
+    if others < int(record.script.config.get("min-sites", 1)):
+        return too_few(record, inj)
+    return silenced(record, inj)
 
 
 def straggler(record: Record, inj: Injection) -> Row:
@@ -133,10 +138,10 @@ def straggler(record: Record, inj: Injection) -> Row:
     reply = record.watcher.find("sent", f.target, when.stage, when.round)
     others = [record.watcher.find("sent", s, when.stage, when.round) for s in record.script.sites if s != f.target]
     first = min((e.at for e in others if e is not None), default=None)
-    order = ("" if reply is None or first is None else
-             f"; it replied {reply.at - first:+.1f} s after the first other site (inside round-grace when > 0)")
+    late = None if reply is None or first is None else reply.at - first
+    order = "" if late is None else f"; it replied {late:+.1f} s after the first other site (inside round-grace)"
     ok = _completed(record) and counted(record, f.target, when.stage, when.round) and \
-        not rejection(record, f.target, when.stage, when.round)
+        not rejection(record, f.target, when.stage, when.round) and late is not None and late > 0
     verdict = (f"run {record.status}; its delayed reply counted in {when.stage} of round {when.round}"
                if ok else f"run {record.status}; reply counted: {counted(record, f.target, when.stage, when.round)}")
     return _row(record, inj, ok, verdict + order, since(reply, inj),
@@ -156,6 +161,25 @@ def silenced(record: Record, inj: Injection) -> Row:
     verdict = (f"run {record.status}; stage held {held} s after the last healthy reply "
                f"(round-grace {GRACE:g} s), then aggregated without {f.target}")
     return _row(record, inj, ok, verdict, held, reason)
+
+
+def too_few(record: Record, inj: Injection) -> Row:
+    """Without the silent site the stage cannot reach ``min-sites``: the run fails by
+    ``round-timeout`` with a message naming the minimum and the missing site."""
+    f, when = inj.fault, inj.fault.when
+    minimum, timeout = int(record.script.config["min-sites"]), float(record.script.config["round-timeout"])
+    stopped = record.summary().get("stopped", {})
+    reason = str(stopped.get("reason", ""))
+    site_id = str(record.script.sites.index(f.target) + 1)
+    named = f"min-sites={minimum}" in reason and any(f"missing: {n}" in reason for n in (f.target, f"site {site_id}"))
+    ended = record.started + record.wall
+    waited = round(ended - inj.at, 1)
+    ok = (record.status == "finished:failed" and bool(stopped.get("failed")) and stopped.get("round") == when.round
+          and named and waited <= timeout + SLACK and not counted(record, f.target, when.stage, when.round))
+    verdict = (f"run {record.status} {waited} s after the fault (round-timeout {timeout:g} s), "
+               f"stopped in {stopped.get('stage')} of round {stopped.get('round')}, naming min-sites and the "
+               f"missing site: {named}")
+    return _row(record, inj, ok, verdict, waited, reason[-300:])
 
 
 def truncate_state(record: Record, i: int) -> Row:
@@ -227,13 +251,33 @@ def truncate_checkpoint(record: Record, i: int) -> Row:
     return _row(record, inj, ok, verdict, since(after, inj), (warned or [""])[0].strip()[-300:])
 
 
+def fill_disk(record: Record, i: int) -> Row:
+    """The coordinator's disk full while it checkpoints: the run stops saying which file
+    and why, the previous checkpoint stays readable and unchanged, and once the disk is
+    freed the resumed run redoes the round."""
+    inj = record.injections[i]
+    j = _later(record, i, "free-disk")
+    freed = record.injections[j] if j is not None else None
+    status = "" if freed is None else str(freed.seen)
+    lines = [line for line in record.logs.splitlines() if "checkpoint not written" in line]
+    said = any(CHECKPOINT_FILE in line and "No space left on device" in line for line in lines)
+    kept = (freed is not None and freed.checkpointed == inj.checkpointed > 0
+            and same_bits(freed.weights, inj.weights))
+    redone = None if freed is None else record.watcher.find("checkpoint", rnd=inj.checkpointed + 1, after=freed.at)
+    ok = status not in ("", *COMPLETED) and said and kept and redone is not None
+    verdict = (f"run stopped ({status}) naming {CHECKPOINT_FILE} and 'No space left on device': {said}; "
+               f"round-{inj.checkpointed} checkpoint kept unchanged: {kept}; after freeing the disk the resumed "
+               f"run checkpointed round {inj.checkpointed + 1}: {redone is not None}")
+    return _row(record, inj, ok, verdict, since(redone, inj), (lines or [""])[0].strip()[-300:])
+
+
 JUDGES: dict[str, Callable[[Record, int], Row]] = {
-    "kill-site": kill_site, "restart-site": restart_site, "stall-site": stall_site, "silence-site": silence_site,
+    "kill-site": kill_site, "restart-site": restart_site, "delay-site": delay_site, "silence-site": silence_site,
     "truncate-state": truncate_state, "kill-coordinator": kill_coordinator,
-    "truncate-checkpoint": truncate_checkpoint,
+    "truncate-checkpoint": truncate_checkpoint, "fill-disk": fill_disk,
 }
 """Faults judged on their own; the others (``hold-site``, ``release-site``,
-``restart-coordinator``, ``resume``) set up or complete the fault next to them."""
+``restart-coordinator``, ``resume``, ``free-disk``) set up or complete the fault next to them."""
 
 
 def judge(record: Record) -> list[Row]:
