@@ -58,8 +58,9 @@ class MPDRMConfig:
     use_rarm: bool = True
     use_orthogonality: bool = True  # loss-level: the training loss reads it
     # RARM reads p detached: the task loss does not train MPFN, which then learns only from the
-    # contrastive (and orthogonality) terms; False lets the task gradient reach MPFN through RARM
-    isolate_personality: bool = True
+    # contrastive (and orthogonality) terms; False (the default) lets the task gradient reach MPFN
+    # through RARM
+    isolate_personality: bool = False
     # a site-local linear map from p (detached) to an offset added to the prediction: lets a site
     # correct a known person's habitual bias (and its own mean bias) without the shared head
     personal_offset: bool = False

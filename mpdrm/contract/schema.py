@@ -164,7 +164,7 @@ class ModelSection:
     use_mpfn: bool = True
     use_rarm: bool = True
     use_orthogonality: bool = True
-    isolate_personality: bool = True  # RARM reads p detached: only the contrastive terms train MPFN
+    isolate_personality: bool = False  # RARM reads p detached: only the contrastive terms train MPFN
     personal_offset: bool = False  # site-local offset(p) added to the prediction (stays at the site)
     image_size: Optional[int] = None
     frames: Optional[int] = None

@@ -34,12 +34,12 @@ def _centred_runs(monkeypatch: pytest.MonkeyPatch, cohort: Path, root: Path, rou
 
 
 def test_each_site_centres_once_before_its_first_round(monkeypatch, cohort, tmp_path):
-    calls = _centred_runs(monkeypatch, cohort, tmp_path)
+    calls = _centred_runs(monkeypatch, cohort, tmp_path, **{"train.center_personality": True})
     assert len(calls) == SITES and all(n > 0 for n in calls)
 
 
 def test_switched_off_or_under_dp_sgd_no_site_centres(monkeypatch, cohort, tmp_path):
     off = {"train.center_personality": False}
     assert _centred_runs(monkeypatch, cohort, tmp_path / "off", rounds=1, **off) == []
-    dp = {"dp.mode": "opacus", "dp.noise_multiplier": 1.0}
+    dp = {"dp.mode": "opacus", "dp.noise_multiplier": 1.0, "train.center_personality": True}
     assert _centred_runs(monkeypatch, cohort, tmp_path / "dp", rounds=1, **dp) == []

@@ -7,10 +7,10 @@ import mpdrm
 from mpdrm.contract.names import is_local
 
 
-def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
+def _models(**overrides: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    plain = mpdrm.build_model("tiny", image_size=32, frames=8)
-    with_offset = mpdrm.build_model("tiny", image_size=32, frames=8, personal_offset=True)
+    plain = mpdrm.build_model("tiny", image_size=32, frames=8, **overrides)
+    with_offset = mpdrm.build_model("tiny", image_size=32, frames=8, personal_offset=True, **overrides)
     missing = with_offset.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert sorted(missing) == ["personality.offset.bias", "personality.offset.weight"]
     return plain.eval(), with_offset.eval()
@@ -31,7 +31,7 @@ def test_the_offset_starts_at_zero_and_adds_a_linear_function_of_p():
 
 
 def test_the_offset_stays_at_the_site_and_the_task_loss_trains_it_but_not_mpfn():
-    _, model = _models()
+    _, model = _models(isolate_personality=True)  # the offset path alone must not reach MPFN
     model.train()
     assert all(is_local(n) for n in model.state_dict() if ".offset." in n)
     assert all(not n.startswith("personality.offset") for n in mpdrm.partition(model)[0])
