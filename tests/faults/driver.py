@@ -338,6 +338,9 @@ class SimulatedFederation:
         The run folder.
     overrides : list of str
         Hydra overrides of every run (a tiny model).
+    disk : SmallDisk, optional
+        A started small disk mounted over ``run_dir`` (its ``site-state`` kept on the real
+        disk): the runs start inside its namespace and ``run_dir`` is read through it.
     """
 
     def __init__(self, script: Script, cohort: Path, run_dir: Path, overrides: list[str],
