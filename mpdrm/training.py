@@ -84,7 +84,7 @@ class TrainConfig:
     # its projection on up to CENTER_CLIPS of the training clips so that p does not start as the
     # same point for everyone (MPFN.center_projection); never under DP-SGD (data-dependent and
     # outside the privacy accounting). Off by default: with it (and isolate_personality) the branch
-    # tells people apart, but the default run ended worse on 4 of 4 seeds (docs/benchmarks.md)
+    # tells people apart, but the default run ended worse on 4 of 5 seeds (docs/benchmarks.md)
     center_personality: bool = False
 
     def __post_init__(self) -> None:
