@@ -170,9 +170,10 @@ def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, su
     def on_round(server_round: int, current: ArrayRecord) -> bool:
         learn_site_names(strategy, sites, summary)
         entry = round_entry(strategy.rounds[server_round].to_dict(), sites)
+        entry["wall_seconds"] = clock()  # the run's wall clock when this round ended
         record_round_dp(summary, entry, strategy)
         add_round(summary, entry)
-        summary["wall_seconds"] = clock()
+        summary["wall_seconds"] = entry["wall_seconds"]
         stop = budget_stop(summary, int(cfg["min-sites"]))
         if stop is not None:
             summary["stopped"] = {"round": server_round, "reason": stop}
@@ -189,11 +190,14 @@ def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, su
 
 def evaluate_initial(strategy: Strategy, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, timeout: float,
                      gate: Gate, summary: dict[str, Any], sites: Mapping[str, str], rounds: int,
-                     deadline: Deadline | None = None) -> None:
-    """Round 0: the untrained model's evaluation, recorded as ``summary["initial"]``."""
+                     deadline: Deadline | None = None, clock: Any = None) -> None:
+    """Round 0: the untrained model's evaluation, recorded as ``summary["initial"]`` (with
+    the run's wall clock when it ended, ``wall_seconds``, when ``clock`` is given)."""
     evaluate_round(strategy, grid, 0, arrays, config, timeout, gate, deadline)
     initial = strategy.rounds[0].to_dict()
     summary["initial"] = {"eval": rename_sites(initial["eval"], sites), "bytes_down": initial["bytes_down"]}
+    if clock is not None:
+        summary["initial"]["wall_seconds"] = clock()
     print(progress_line(0, rounds, summary["initial"]), flush=True)
 
 
@@ -230,7 +234,8 @@ def run_server(grid: Grid, context: Context, overrides: Mapping[str, Any] | None
     on_round = round_recorder(cfg, run_dir, strategy, summary, sites, clock)
     try:
         if not resumed:
-            evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds, deadline)
+            evaluate_initial(strategy, grid, arrays, instructions, timeout, gate, summary, sites, rounds, deadline,
+                             clock)
             learn_site_names(strategy, sites, summary)
         if first <= rounds:
             run_rounds(strategy, grid, arrays, first=first, last=rounds, train_config=instructions,

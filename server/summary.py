@@ -4,10 +4,18 @@ Shape (docs/architecture.md, section 7)::
 
     {"config": {...}, "shared_keys": [...], "local_keys": [...], "mode": "mpdrm",
      "sites": {"<site id>": "<site name>"},
-     "initial": {"eval": {..., "per_site": {...}}},          # untrained model (round 0)
+     "initial": {"eval": {..., "per_site": {...}}, "wall_seconds": s},  # untrained model (round 0)
      "rounds": [{"round": 1, "bytes_up": n, "bytes_down": n, "train": {...},
-                 "eval": {..., "per_site": {"<site>": {...}}}, "rejected": [...]}],
-     "final": {..., "per_site": {...}}, "wall_seconds": s}
+                 "eval": {..., "per_site": {"<site>": {...}}}, "rejected": [...],
+                 "wall_seconds": s}],                    # the run's clock when the round ended
+     "final": {..., "per_site": {...}}, "wall_seconds": s,
+     "engine_seconds": s, "process_seconds": s}          # mpdrm-simulate only (see below)
+
+``wall_seconds`` is the ServerApp's (or the centralized loop's) clock since it started,
+carried over a resume; ``mpdrm-simulate`` adds the simulation engine's whole life
+(``engine_seconds``: Ray start, the ServerApp, shut-down) and its own (``process_seconds``:
+cohort preparation included), so engine start-up is ``engine_seconds - wall_seconds`` (both of the last invocation after a
+resume).
 """
 from __future__ import annotations
 

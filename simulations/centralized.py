@@ -100,7 +100,8 @@ def run_centralized(run_config: Mapping[str, Any]) -> dict[str, Any]:
     shared = shared_names(model, "mpdrm")
     summary = new_summary(cfg, shared, [k for k in model.state_dict() if k not in set(shared)], "centralized",
                           {str(i): p.name for i, p in enumerate(folders)})
-    summary["initial"] = {"eval": _evaluate_sites(model, sites, cfg), "bytes_down": 0}
+    summary["initial"] = {"eval": _evaluate_sites(model, sites, cfg), "bytes_down": 0,
+                          "wall_seconds": time.perf_counter() - start}
     print(progress_line(0, rounds, summary["initial"]), flush=True)
     tcfg = build(TrainConfig, cfg, "train")
     if tcfg.center_personality:
@@ -114,9 +115,10 @@ def run_centralized(run_config: Mapping[str, Any]) -> dict[str, Any]:
         train = {(k if k.startswith("train-") else f"train-{k}"): float(v) for k, v in result.metrics.items()}
         train["num-examples"] = int(result.num_examples)
         entry = {"round": server_round, "bytes_up": 0, "bytes_down": 0, "train": {**train, "per_site": {}},
-                 "eval": _evaluate_sites(model, sites, cfg), "rejected": []}
+                 "eval": _evaluate_sites(model, sites, cfg), "rejected": [],
+                 "wall_seconds": time.perf_counter() - start}
         add_round(summary, entry)
-        summary["wall_seconds"] = time.perf_counter() - start
+        summary["wall_seconds"] = entry["wall_seconds"]
         write_summary(run_dir, summary)
         print(progress_line(server_round, rounds, entry), flush=True)
     summary["wall_seconds"] = time.perf_counter() - start

@@ -91,7 +91,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     spec_path = run_dir / "simulation_spec.json"
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     print(f"[fedmpdrm] {run_config['mode']}: {num_sites} sites of {cohort}, {cfg.rounds} rounds -> {run_dir}", flush=True)
+    engine_started = time.perf_counter()
     status = run_isolated(["-m", "simulations.engine", str(spec_path)], dict(os.environ), new_token())
+    engine_seconds = time.perf_counter() - engine_started
     if status != 0:
         raise SystemExit(status if status == 130 else f"[fedmpdrm] the simulation failed (exit status {status}); run folder: {run_dir}")
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
@@ -99,7 +101,9 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     if reference:
         summary["reference"] = reference
         summary["reference_on"] = {"protocol": run_config["eval.protocol"], "visits": "the evaluated ones"}
-        write_summary(run_dir, summary)
+    summary["engine_seconds"] = engine_seconds
+    summary["process_seconds"] = time.perf_counter() - started
+    write_summary(run_dir, summary)
     print(final_table(summary), flush=True)
     print(f"[fedmpdrm] done in {time.perf_counter() - started:.0f} s: {run_dir / SUMMARY_FILE}", flush=True)
     return summary

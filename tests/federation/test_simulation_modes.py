@@ -29,6 +29,8 @@ def _check_shape(summary: dict, mode: str) -> None:
     assert KEYS <= set(summary) and summary["mode"] == mode
     assert set(summary["final"]["per_site"]) == {"site-01", "site-02"}
     assert {"rmse", "mae", "pcc", "ccc"} <= set(summary["final"]) <= set(summary["initial"]["eval"]) | {"per_site"}
+    clocks = [summary["initial"]["wall_seconds"], *(r["wall_seconds"] for r in summary["rounds"])]
+    assert 0 < clocks[0] < clocks[-1] <= summary["wall_seconds"]  # when each round ended, one clock
 
 
 @pytest.mark.parametrize("mode", ["fedavg_full", "local_only"])
