@@ -145,6 +145,26 @@ def communication(d: dict[str, Any]) -> Table:
                "floor MB"], rows)
 
 
+def scale(d: dict[str, Any]) -> Table:
+    """Seconds per round and peak memory of the whole process tree per number of sites, the
+    growth per site and the verdict on the target."""
+    rows = [[r["sites"], r["concurrency"], num(r["seconds_per_round"], 2), num(r["initial_seconds"], 1),
+             num(r["startup_seconds"], 1), num(r["memory"]["peak_pss_mib"], 0), num(r["memory"]["peak_rss_mib"], 0),
+             num(r["memory"]["client_actor_pss_mib"], 0), r["memory"]["processes_at_peak"]] for r in d["rows"]]
+    g, v = d["growth"], d["growth"]["verdict"]
+    fit, time_fit = g["fits"]["memory_pss_mib"] or g["fits"]["memory_rss_mib"], g["fits"]["seconds_per_round"]
+    ratio = g["memory_ratio"]
+    holds = {True: "holds", False: "missed", None: "unknown"}[v["holds"]]
+    return [f"Per site: {d['per_site']}.", "",
+            *md(["sites", "active clients", "s/round", "round 0 s", "start-up s", "peak PSS MiB", "peak RSS MiB",
+                 "client PSS MiB", "processes at peak"], rows), "",
+            f"Growth per extra site: {num(fit and fit['slope'], 2)} MiB of peak {g['memory']}, "
+            f"{num(time_fit and time_fit['slope'], 3)} s per round; peak at {ratio['sites'][1]} sites over "
+            f"{ratio['sites'][0]}: {num(ratio['ratio'], 2)}x. Target ({v['target']}): {holds} "
+            f"({num(v['slope_over_client'] and 100 * v['slope_over_client'], 1)} % of one active client's memory "
+            f"per site; {v['rule']})."]
+
+
 def gpu_check(d: dict[str, Any]) -> Table:
     """Clips/s and finiteness of every training and DP check."""
     rows = [[f"{part} {k}", num(v["clips_per_second"], 1), "yes" if v["finite"] else "NO"]
@@ -156,7 +176,7 @@ def gpu_check(d: dict[str, Any]) -> Table:
 
 TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
     f.__name__: f for f in (model_cost, ingest_speed, dp_overhead, dp_recipe, personalisation, robust_influence,
-                            communication, dp_accuracy, allocator, scoring_speed, site_startup, gpu_check)}
+                            communication, dp_accuracy, allocator, scoring_speed, site_startup, scale, gpu_check)}
 
 
 def step_table(script: str, path: Path) -> Table:

@@ -104,8 +104,10 @@ STUDIES: tuple[Study, ...] = (
     Study("compute", "training FLOP/s against this machine's matmul FLOP/s, and ingestion real-time factor",
           (Step("model_cost", quick=("--sizes", "tiny", "--no-dp", "--threads", "1"), out=""),
            Step("ingest_speed", quick=("--quick", "--workers", "1")))),
-    Study("scale", "8, 32 and 64 simulated sites: seconds per round and peak resident memory",
-          missing="no script yet"),
+    Study("scale", "8, 32 and 64 simulated sites: seconds per round and peak resident memory, and how each "
+          "grows with the number of sites",
+          (Step("scale", full=("--work", "{results}/scale_runs"),
+                quick=("--quick", "--work", "{results}/scale_runs-quick")),)),
     Study("time_to_accuracy", "wall time until the federated run first reaches a stated RMSE, against "
           "centralized", missing="no script yet"),
     Study("robust", "one site sending x100 updates: final RMSE with and without `strategy.robust`",

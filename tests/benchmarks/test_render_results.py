@@ -60,7 +60,8 @@ def test_only_the_text_between_the_markers_changes(tmp_path: Path, results: Path
     assert "Test CPU 9000, 2 cores" in inside and "torch 9.9.0" in inside and "2026-11-29" in inside
     assert "Not run by the suite yet: accuracy, communication, privacy," in inside
     unbuilt = next(line for line in inside.splitlines() if line.startswith("Not built yet:"))
-    assert "federation (" in unbuilt and "scale (" in unbuilt and "communication" not in unbuilt
+    assert "federation (" in unbuilt and "time_to_accuracy (" in unbuilt
+    assert "communication" not in unbuilt and "scale" not in unbuilt
 
 
 def test_rendering_is_idempotent_and_check_sees_staleness(tmp_path: Path, results: Path):
@@ -95,6 +96,26 @@ def test_an_unexpected_file_is_named_not_fatal(tmp_path: Path, results: Path):
     steps = {"compute/model_cost": record(results, "compute", "model_cost", {"sizes": "?"})}
     save_manifest(results, "full", {"mode": "full", "steps": steps})
     assert "(no table: `model_cost.json` has an unexpected shape" in render_results.render(results)
+
+
+def scale_report(holds: bool | None) -> dict:
+    memory = {"peak_pss_mib": 2100.4, "peak_rss_mib": 3300.0, "client_actor_pss_mib": 410.0, "processes_at_peak": 15}
+    rows = [{"sites": n, "concurrency": 2, "seconds_per_round": 0.9 * n, "initial_seconds": 12.0,
+             "startup_seconds": 20.0, "memory": {**memory, "peak_pss_mib": 2000 + 2 * n}} for n in (8, 32, 64)]
+    verdict = {"target": "memory grows with the active clients", "rule": "slope < 10 %", "holds": holds,
+               "slope_over_client": 0.0049}
+    return {"per_site": "2 subjects x 1 visit", "rows": rows,
+            "growth": {"memory": "PSS", "verdict": verdict, "memory_ratio": {"sites": [8, 64], "ratio": 1.062},
+                       "fits": {"memory_pss_mib": {"slope": 2.0}, "memory_rss_mib": {"slope": 3.0},
+                                "seconds_per_round": {"slope": 0.9}}}}
+
+
+def test_the_scale_table_has_a_row_per_site_count_and_the_verdict():
+    text = "\n".join(render_results.scale(scale_report(True)))
+    assert "| 64 | 2 | 57.60 | 12.0 | 20.0 | 2128 | 3300 | 410 | 15 |" in text
+    assert "2.00 MiB of peak PSS, 0.900 s per round" in text and "1.06x" in text
+    assert "holds (0.5 % of one active client's memory" in text
+    assert "missed (" in "\n".join(render_results.scale(scale_report(False)))
 
 
 def test_a_readme_without_markers_is_refused(tmp_path: Path, results: Path):
