@@ -13,8 +13,9 @@ the mean of the differences over rounds 1..R; round 0 (the untrained model's eva
 ClientApps' first start) is reported apart. Without those fields the figure is the ServerApp's
 whole wall over R (round 0 included) and ``round_source`` says so. Start-up is this script's
 wall of the whole ``mpdrm-simulate`` process minus the ServerApp's wall (interpreter, Hydra,
-cohort preparation, Ray start and shut-down); ``engine_overhead`` is Ray's part of it
-(``engine_seconds - wall_seconds``) when the summary has ``engine_seconds``.
+generating and preparing the cohort unless cached, Ray start and shut-down); when the summary has
+``engine_seconds``, ``engine_overhead`` is Ray's part of it (``engine_seconds - wall_seconds``)
+and ``outside_engine`` the cohort's (``process_seconds - engine_seconds``).
 
 Memory. A thread samples, every ``--interval`` s, every process of the run: the
 ``mpdrm-simulate`` process and all its descendants (the simulation engine, Ray's GCS, raylet,
@@ -23,7 +24,9 @@ it), plus any process seen in the tree before that is still alive (so one repare
 not lost). From ``/proc/<pid>/smaps_rollup`` it sums RSS and PSS (PSS divides each shared page
 among the processes that map it, so the sum does not count shared libraries and Ray's shared
 object store several times; it is the headline), and keeps the peak of each sum, the process
-count and a per-kind breakdown at the PSS peak, and the largest single process. One active
+count and a per-kind breakdown at the PSS peak (with the shared memory's part, ``Pss_Shmem``:
+mostly Ray's object store, which carries the messages), and the largest single process. Reading
+``smaps_rollup`` costs a few ms per process; the sampler's own CPU time is reported. One active
 client's memory is the largest ``ray::ClientAppActor`` process seen.
 
 Growth. Least squares ``y = a + b N`` over the measured N for peak PSS, peak RSS and seconds per
@@ -95,22 +98,24 @@ def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
     return found
 
 
-def process_memory(pid: int, pss: bool = True) -> tuple[int, int | None] | None:
-    """``(RSS, PSS)`` in bytes (PSS ``None`` when not asked for or not readable); ``None`` if gone."""
+def process_memory(pid: int, pss: bool = True) -> tuple[int, int | None, int | None] | None:
+    """``(RSS, PSS, PSS of shared memory)`` in bytes; the last two ``None`` when not asked for or
+    not readable; ``None`` if the process is gone. Shared memory (``Pss_Shmem``) is mostly Ray's
+    object store (``/dev/shm``), where the messages to and from the ClientApps travel."""
     if pss:
         try:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
             values = {k: int(v.split()[0]) * 1024 for k, v in
                       (line.split(":", 1) for line in text.splitlines()[1:] if ":" in line)}
             if "Rss" in values and "Pss" in values:
-                return values["Rss"], values["Pss"]
+                return values["Rss"], values["Pss"], values.get("Pss_Shmem")
         except (OSError, ValueError):
             pass
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024, None
-        return 0, None  # a kernel thread or a process exiting: no user memory
+                return int(line.split()[1]) * 1024, None, None
+        return 0, None, None  # a kernel thread or a process exiting: no user memory
     except OSError:
         return None
 
@@ -139,9 +144,10 @@ def process_kind(cmdline: str) -> str:
 
 @dataclass
 class Snapshot:
-    """One sample of the tree: ``(pid, kind, rss, pss)`` per process (bytes; pss may be None)."""
+    """One sample of the tree: ``(pid, kind, rss, pss, shmem pss)`` per process (bytes; the last
+    two may be None)."""
 
-    processes: list[tuple[int, str, int, int | None]]
+    processes: list[tuple[int, str, int, int | None, int | None]]
 
     @property
     def rss(self) -> int:
@@ -152,14 +158,19 @@ class Snapshot:
         values = [p[3] for p in self.processes]
         return None if any(v is None for v in values) else sum(values)  # type: ignore[misc]
 
+    @property
+    def shmem(self) -> int:
+        return sum(p[4] or 0 for p in self.processes)
+
     def by_kind(self) -> dict[str, dict[str, float]]:
-        """Count, RSS and PSS (MiB) of each kind of process."""
+        """Count, RSS, PSS and shared-memory PSS (MiB) of each kind of process."""
         kinds: dict[str, dict[str, float]] = {}
-        for _, kind, rss, pss in self.processes:
-            k = kinds.setdefault(kind, {"n": 0, "rss_mib": 0.0, "pss_mib": 0.0})
+        for _, kind, rss, pss, shmem in self.processes:
+            k = kinds.setdefault(kind, {"n": 0, "rss_mib": 0.0, "pss_mib": 0.0, "shmem_pss_mib": 0.0})
             k["n"] += 1
             k["rss_mib"] += rss / MIB
             k["pss_mib"] += (pss if pss is not None else rss) / MIB
+            k["shmem_pss_mib"] += (shmem or 0) / MIB
         return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["pss_mib"]))
 
 
@@ -212,7 +223,7 @@ class TreeSampler:
             self.peak = snap
         self.peak_rss = max(self.peak_rss, snap.rss)
         counts: dict[str, int] = {}
-        for _, kind, rss, pss in snap.processes:
+        for _, kind, rss, pss, _shmem in snap.processes:
             counts[kind] = counts.get(kind, 0) + 1
             for name, value in (("rss", rss), ("pss", pss)):
                 if value is not None and value > self.largest.get(name, (-1, ""))[0]:
@@ -248,7 +259,8 @@ class TreeSampler:
             return None if value is None else value / MIB
 
         return {"peak_pss_mib": mib(peak.pss), "peak_rss_mib": mib(self.peak_rss),
-                "rss_at_pss_peak_mib": mib(peak.rss), "processes_at_peak": len(peak.processes),
+                "rss_at_pss_peak_mib": mib(peak.rss), "shmem_pss_at_peak_mib": mib(peak.shmem),
+                "processes_at_peak": len(peak.processes),
                 "by_kind_at_peak": peak.by_kind(),
                 "largest_process": {k: {"mib": v / MIB, "kind": kind} for k, (v, kind) in self.largest.items()},
                 "client_actor_pss_mib": mib(client.get("pss")), "client_actor_rss_mib": mib(client.get("rss")),
@@ -285,12 +297,16 @@ def round_times(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def timings(summary: dict[str, Any], process_seconds: float) -> dict[str, Any]:
-    """Seconds per round, round 0, the ServerApp's and the process's wall, start-up and Ray's part."""
+    """Seconds per round, round 0, the ServerApp's and the process's wall, and the start-up (the
+    process's wall outside the ServerApp) with, when the summary has ``engine_seconds``, its two
+    parts: Ray's start and shut-down (``engine_overhead``) and what ``mpdrm-simulate`` does outside
+    the engine (``outside_engine``: Hydra, generating and preparing the cohort unless cached)."""
     server = float(summary.get("wall_seconds") or 0.0)
-    engine = summary.get("engine_seconds")
+    engine, inside = summary.get("engine_seconds"), summary.get("process_seconds")
     return {**round_times(summary), "rounds": len(summary.get("rounds") or []), "serverapp_seconds": server,
             "process_seconds": process_seconds, "startup_seconds": process_seconds - server,
-            "engine_overhead_seconds": None if engine is None else float(engine) - server}
+            "engine_overhead_seconds": None if engine is None else float(engine) - server,
+            "outside_engine_seconds": None if engine is None or inside is None else float(inside) - float(engine)}
 
 
 def fit_line(xs: list[float], ys: list[float]) -> dict[str, float] | None:
@@ -340,6 +356,13 @@ def growth_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(slopes.items(), key=lambda kv: -abs(kv[1])))
 
 
+def shmem_slope(rows: list[dict[str, Any]]) -> float | None:
+    """MiB per extra site of the shared memory (Ray's object store) at the memory peak."""
+    values = [r["memory"].get("shmem_pss_at_peak_mib") for r in rows]
+    fit = fit_line([r["sites"] for r in rows], values) if None not in values else None
+    return fit["slope"] if fit else None
+
+
 def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Slopes per site of peak PSS, peak RSS and seconds per round, the memory ratio of the largest
     N over the smallest, the slope of each kind of process, and the verdict on the target."""
@@ -357,7 +380,7 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fits": fits, "memory": "PSS" if fits["memory_pss_mib"] else "RSS",
             "memory_ratio": {"sites": [sites[small], sites[large]],
                              "ratio": peaks[large] / peaks[small] if peaks[small] else None},
-            "by_kind_mib_per_site": growth_by_kind(rows),
+            "by_kind_mib_per_site": growth_by_kind(rows), "shmem_mib_per_site": shmem_slope(rows),
             "verdict": memory_verdict(fit["slope"] if fit else None, client)}
 
 
@@ -403,7 +426,8 @@ def growth_lines(g: dict[str, Any]) -> list[str]:
              f"{v['rule']})."]
     if g.get("by_kind_mib_per_site"):
         lines.append("MiB per extra site by process kind, at the peak: "
-                     + ", ".join(f"{k} {s:+.2f}" for k, s in g["by_kind_mib_per_site"].items()) + ".")
+                     + ", ".join(f"{k} {s:+.2f}" for k, s in g["by_kind_mib_per_site"].items())
+                     + f"; of which shared memory (Ray's object store): {_num(g.get('shmem_mib_per_site'), 2)}.")
     return lines
 
 

@@ -39,7 +39,7 @@ def test_the_sampler_counts_every_process_of_a_real_tree_orphans_included():
     with TreeSampler(parent.pid, interval=0.1) as sampler:
         assert parent.stdout.readline().strip() == "all ready"
         after_orphaning = sampler.sample()  # the grandchild's parent has exited
-        parent.wait(timeout=30)
+        assert parent.wait(timeout=30) == 0
     assert after_orphaning.rss >= held * MIB and len(after_orphaning.processes) == 4  # parent, 2 kids, orphan
     got = sampler.result()
     assert got["peak_rss_mib"] >= held and got["peak_pss_mib"] >= held, got
@@ -55,9 +55,23 @@ def test_rss_only_sampling_reads_status():
     with TreeSampler(child.pid, interval=0.1, pss=False) as sampler:
         child.stdout.readline()
         time.sleep(0.3)
-        child.wait(timeout=30)
+        assert child.wait(timeout=30) == 0
     got = sampler.result()
     assert got["peak_pss_mib"] is None and got["peak_rss_mib"] >= CHILD_MIB
+
+
+def test_shared_memory_is_reported_apart():
+    code = ("import mmap, time; m = mmap.mmap(-1, 40 << 20, flags=mmap.MAP_SHARED)\n"
+            "for _ in range(40): m.write(bytes([1]) * (1 << 20))\n"  # touched 1 MiB at a time: no private copy
+            "print('ready', flush=True); time.sleep(1)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    with TreeSampler(child.pid, interval=0.1) as sampler:
+        child.stdout.readline()
+        time.sleep(0.3)
+        assert child.wait(timeout=30) == 0
+    got = sampler.result()
+    assert got["shmem_pss_at_peak_mib"] >= 40 and got["by_kind_at_peak"]["other"]["shmem_pss_mib"] >= 40
+    assert got["peak_pss_mib"] >= got["shmem_pss_at_peak_mib"]
 
 
 def test_process_kinds_of_a_simulation():
@@ -90,11 +104,13 @@ def test_without_per_round_clocks_the_whole_wall_is_shared_and_said_so():
 
 
 def test_timings_split_the_process_wall():
-    summary = {"wall_seconds": 20.0, "engine_seconds": 26.0, "initial": {"wall_seconds": 8.0},
+    summary = {"wall_seconds": 20.0, "engine_seconds": 26.0, "process_seconds": 38.0, "initial": {"wall_seconds": 8.0},
                "rounds": [{"wall_seconds": 14.0}, {"wall_seconds": 20.0}]}
     got = timings(summary, process_seconds=40.0)
     assert got["startup_seconds"] == 20.0 and got["engine_overhead_seconds"] == 6.0 and got["rounds"] == 2
-    assert timings({**summary, "engine_seconds": None}, 40.0)["engine_overhead_seconds"] is None
+    assert got["outside_engine_seconds"] == 12.0 and got["seconds_per_round"] == 6.0
+    older = timings({"wall_seconds": 20.0, "initial": {}, "rounds": [{}, {}]}, 40.0)
+    assert older["engine_overhead_seconds"] is None and older["outside_engine_seconds"] is None
 
 
 def test_fit_line_recovers_a_line_and_needs_two_distinct_sites():
@@ -130,7 +146,9 @@ def test_growth_fits_memory_and_time_and_renders_a_table():
     assert g["fits"]["seconds_per_round"]["slope"] == pytest.approx(0.5)
     assert g["memory_ratio"] == {"sites": [8, 64], "ratio": pytest.approx(5200 / 2400)}
     assert g["verdict"]["holds"] is False and g["verdict"]["client_mib"] == 400.0
-    assert g["by_kind_mib_per_site"] == {}  # no breakdown in these rows
+    assert g["by_kind_mib_per_site"] == {} and g["shmem_mib_per_site"] is None  # no breakdown in these rows
+    shared = [{**r, "memory": {**r["memory"], "shmem_pss_at_peak_mib": 100.0 + 6.0 * r["sites"]}} for r in rows]
+    assert growth(shared)["shmem_mib_per_site"] == pytest.approx(6.0)
     by_kind = [{**r, "memory": {**r["memory"], "by_kind_at_peak": {
         "engine": {"pss_mib": 500.0 + 40.0 * r["sites"]}, "client_actor": {"pss_mib": 800.0 + 10.0 * r["sites"]},
         **({"gcs": {"pss_mib": 40.0}} if r["sites"] > 8 else {})}}} for r in rows]
