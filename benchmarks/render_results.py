@@ -162,7 +162,16 @@ def scale(d: dict[str, Any]) -> Table:
             f"{num(time_fit and time_fit['slope'], 3)} s per round; peak at {ratio['sites'][1]} sites over "
             f"{ratio['sites'][0]}: {num(ratio['ratio'], 2)}x. Target ({v['target']}): {holds} "
             f"({num(v['slope_over_client'] and 100 * v['slope_over_client'], 1)} % of one active client's memory "
-            f"per site; {v['rule']})."]
+            f"per site; {v['rule']}).", *scale_holders(g)]
+
+
+def scale_holders(growth: dict[str, Any]) -> Table:
+    """The two kinds of process whose memory grows most per extra site, as a sentence."""
+    slopes = list((growth.get("by_kind_mib_per_site") or {}).items())[:2]
+    if not slopes:
+        return []
+    return ["", "Most of it per extra site: " + ", ".join(f"`{k}` {v:+.1f} MiB" for k, v in slopes)
+            + f" (shared memory, Ray's object store: {num(growth.get('shmem_mib_per_site'), 1)} MiB)."]
 
 
 def gpu_check(d: dict[str, Any]) -> Table:

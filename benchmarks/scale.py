@@ -2,8 +2,11 @@
 sites on this machine, and how each grows with the number of sites.
 
 Every measurement is a real federated run (``mpdrm-simulate``: Flower simulation on Ray) of a
-generated cohort with the same, smallest work per site at every N: 2 subjects (one trains, one is
-held out), 1 visit of 2.5 s each (one 16-frame clip), 32 px, 1 epoch, ``model=tiny``. Ray gets
+generated cohort with the same, smallest work per site at every N, so that a 64-site round stays
+around a minute on 2 cores: 2 subjects (the fewest a subject-disjoint split accepts: one trains,
+one is held out), 1 visit of 2.5 s each (the shortest video that yields a 16-frame clip at stride
+2 and 15 fps; 2.0 s yields none), 32 px, 1 epoch, ``model=tiny``, cohort prepared in-process
+(``data.prepare_workers=1``: no worker pool per site). Ray gets
 ``--num-cpus`` CPUs and each ClientApp ``--client-cpus``, so ``num_cpus // client_cpus`` clients
 are active at once whatever N is (2 on 2 cores).
 
@@ -34,8 +37,12 @@ round; ``b`` is the cost of one more site. Target ("memory grows with the number
 active clients, not with the number of sites"): it holds when the memory one more site adds is
 under 10 % of one active client's memory (``b_PSS < 0.10 * client PSS``).
 
-    python benchmarks/scale.py              # 8, 32 and 64 sites, 3 rounds (see the estimate below)
-    python benchmarks/scale.py --quick      # 2, 4 and 8 sites, 2 rounds (about 3 minutes on 2 cores)
+    python benchmarks/scale.py              # 8, 32 and 64 sites, 3 rounds (about 8 minutes on 2 cores)
+    python benchmarks/scale.py --quick      # 2, 4 and 8 sites, 2 rounds (about 2 minutes on 2 cores)
+
+On 2 cores (shared with another simulation) the quick form measured about 0.9 s per round per site
+and 59 MiB of peak PSS per site; by that line a 64-site round takes about a minute and the full
+study about 8 minutes (the cohorts are generated once, a few tenths of a second per site).
 
 Finished runs under ``--work`` (their measurement, same settings) are reused; the generated cohorts
 are cached there (``FEDMPDRM_CACHE=<work>/cache``). Prints a table and writes

@@ -116,6 +116,14 @@ def test_the_scale_table_has_a_row_per_site_count_and_the_verdict():
     assert "2.00 MiB of peak PSS, 0.900 s per round" in text and "1.06x" in text
     assert "holds (0.5 % of one active client's memory" in text
     assert "missed (" in "\n".join(render_results.scale(scale_report(False)))
+    assert "Most of it" not in text
+    report = scale_report(None)
+    report["growth"].update(by_kind_mib_per_site={"engine": 36.48, "client_actor": 22.1, "gcs": 0.1},
+                            shmem_mib_per_site=14.6)
+    text = "\n".join(render_results.scale(report))
+    assert "unknown (" in text
+    assert "Most of it per extra site: `engine` +36.5 MiB, `client_actor` +22.1 MiB (shared memory" in text
+    assert "Ray's object store: 14.6 MiB)." in text and "`gcs`" not in text
 
 
 def test_a_readme_without_markers_is_refused(tmp_path: Path, results: Path):
