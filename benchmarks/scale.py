@@ -45,7 +45,8 @@ and 59 MiB of peak PSS per site; by that line a 64-site round takes about a minu
 study about 8 minutes (the cohorts are generated once, a few tenths of a second per site).
 
 Finished runs under ``--work`` (their measurement, same settings) are reused; the generated cohorts
-are cached there (``FEDMPDRM_CACHE=<work>/cache``). Prints a table and writes
+are cached there (``FEDMPDRM_CACHE=<work>/cache``). A run writes about 70 MB of site state per site
+(7 GB for the full study), removed once measured unless ``--keep-state``. Prints a table and writes
 ``benchmarks/results/scale.json``, ``scale.md`` and, with matplotlib, ``scale.png``.
 """
 from __future__ import annotations
@@ -502,7 +503,17 @@ def measure(args: argparse.Namespace, sites: int) -> dict[str, Any]:
     measured = {"overrides": wanted, "sites": sites, "process_seconds": seconds, "memory": sampler.result(),
                 "run_dir": str(run_dir)}
     (run_dir / MEASURE_FILE).write_text(json.dumps(measured, indent=2) + "\n")
+    if not args.keep_state:
+        drop_state(run_dir)
     return measured
+
+
+def drop_state(run_dir: Path) -> None:
+    """Remove what only a resumed run would read (sites' state, about 70 MB per site here, and the
+    checkpoint); the summary, logs and measurement stay."""
+    shutil.rmtree(run_dir / "site-state", ignore_errors=True)
+    for checkpoint in run_dir.glob("checkpoint*.safetensors"):
+        checkpoint.unlink()
 
 
 def plot(rows: list[dict[str, Any]], g: dict[str, Any], path: Path) -> bool:
@@ -550,6 +561,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-cpus", type=float, default=1.0, help="CPUs per ClientApp (resources.client_cpus)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     parser.add_argument("--no-pss", action="store_true", help="RSS only (/proc/<pid>/status; cheaper)")
+    parser.add_argument("--keep-state", action="store_true", help="keep the sites' state and the checkpoint "
+                        "(about 70 MB per site; removed after measuring by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

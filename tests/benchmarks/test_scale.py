@@ -2,6 +2,7 @@
 tree, round times from ``summary.json``, the least-squares fit, the verdict and the table."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import (MIB, TreeSampler, concurrency, fit_line, growth, markdown, memory_verdict,
-                              process_kind, round_times, timings)
+from benchmarks.scale import (MIB, TreeSampler, concurrency, drop_state, finished, fit_line, growth, markdown,
+                              memory_verdict, process_kind, round_times, timings)
 
 CHILD_MIB = 80
 HOLD = f"import time; b = bytes([1]) * ({CHILD_MIB} << 20); print('ready', flush=True); time.sleep(5)"
@@ -165,3 +166,17 @@ def test_concurrency_is_engine_cpus_over_client_cpus():
     assert concurrency(2, 1.0) == 2 and concurrency(2, 2.0) == 1 and concurrency(16, 3.0) == 5
     assert concurrency(1, 2.0) == 1
     assert MIB == 1 << 20
+
+
+def test_a_measured_run_is_reused_only_with_the_same_overrides_and_keeps_what_it_needs(tmp_path: Path):
+    run = tmp_path / "sites-8"
+    (run / "site-state" / "site-01").mkdir(parents=True)
+    (run / "site-state" / "site-01" / "site_state.safetensors").write_bytes(b"x")
+    for name in ("checkpoint.safetensors", "checkpoint.prev.safetensors"):
+        (run / name).write_bytes(b"x")
+    (run / "summary.json").write_text("{}")
+    assert finished(run, ["sites=8"]) is None  # no measurement yet
+    (run / "scale_measure.json").write_text(json.dumps({"overrides": ["sites=8"], "process_seconds": 3.0}))
+    drop_state(run)
+    assert sorted(p.name for p in run.iterdir()) == ["scale_measure.json", "summary.json"]
+    assert finished(run, ["sites=8"])["process_seconds"] == 3.0 and finished(run, ["sites=32"]) is None
