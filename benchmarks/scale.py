@@ -163,8 +163,11 @@ class Snapshot:
 
     @property
     def pss(self) -> int | None:
-        values = [p[3] for p in self.processes]
-        return None if any(v is None for v in values) else sum(values)  # type: ignore[misc]
+        """The PSS sum, a process whose PSS could not be read (it was exiting) counted at its RSS;
+        ``None`` when no PSS was read (RSS-only sampling)."""
+        if self.processes and all(p[3] is None for p in self.processes):
+            return None
+        return sum(p[3] if p[3] is not None else p[2] for p in self.processes)
 
     @property
     def shmem(self) -> int:
@@ -187,7 +190,7 @@ class TreeSampler:
     """Samples the memory of ``root``'s process tree from a thread, keeping the peaks.
 
     Use as a context manager around the run: one sample on entry, then one every ``interval``
-    seconds, one on exit. Counted: ``root``, its descendants, and every process counted before that
+    seconds until exit. Counted: ``root``, its descendants, and every process counted before that
     is still alive (same pid and start time), so a process reparented away from the tree stays in.
     """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import (MIB, TreeSampler, concurrency, drop_state, finished, fit_line, growth, markdown,
+from benchmarks.scale import (MIB, Snapshot, TreeSampler, concurrency, drop_state, finished, fit_line, growth, markdown,
                               memory_verdict, process_kind, round_times, timings)
 
 CHILD_MIB = 80
@@ -73,6 +73,17 @@ def test_shared_memory_is_reported_apart():
     got = sampler.result()
     assert got["shmem_pss_at_peak_mib"] >= 40 and got["by_kind_at_peak"]["other"]["shmem_pss_mib"] >= 40
     assert got["peak_pss_mib"] >= got["shmem_pss_at_peak_mib"]
+
+
+def test_a_process_without_pss_counts_at_its_rss_and_keeps_the_pss_peak():
+    mixed = Snapshot([(1, "engine", 100 * MIB, 60 * MIB, 0), (2, "ray_worker", 30 * MIB, None, None)])
+    assert mixed.pss == 90 * MIB and mixed.rss == 130 * MIB
+    assert Snapshot([(1, "engine", 100 * MIB, None, None)]).pss is None and Snapshot([]).pss == 0
+    sampler = TreeSampler(root=-1)
+    sampler._update(Snapshot([(1, "engine", 100 * MIB, 95 * MIB, 0)]))
+    sampler._update(mixed)  # a shut-down sample: more RSS, less PSS
+    got = sampler.result()
+    assert got["peak_pss_mib"] == 95 and got["peak_rss_mib"] == 130
 
 
 def test_process_kinds_of_a_simulation():
