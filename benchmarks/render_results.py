@@ -174,6 +174,20 @@ def scale_holders(growth: dict[str, Any]) -> Table:
             + f" (shared memory, Ray's object store: {num(growth.get('shmem_mib_per_site'), 1)} MiB)."]
 
 
+def federation_overhead(d: dict[str, Any]) -> Table:
+    """Per seed and run: wall, start-up, loop and the rest, throughput against the isolated step."""
+    from benchmarks.federation_overhead import table
+
+    return table(d["rows"], d["isolated"], d["summary"]).rstrip("\n").splitlines()
+
+
+def time_to_accuracy(d: dict[str, Any]) -> Table:
+    """Per seed: the time each run first reached the target RMSE, with the references."""
+    from benchmarks.time_to_accuracy import table
+
+    return table(d["rows"], d["target_rmse"]).rstrip("\n").splitlines()
+
+
 def gpu_check(d: dict[str, Any]) -> Table:
     """Clips/s and finiteness of every training and DP check."""
     rows = [[f"{part} {k}", num(v["clips_per_second"], 1), "yes" if v["finite"] else "NO"]
@@ -185,7 +199,8 @@ def gpu_check(d: dict[str, Any]) -> Table:
 
 TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
     f.__name__: f for f in (model_cost, ingest_speed, dp_overhead, dp_recipe, personalisation, robust_influence,
-                            communication, dp_accuracy, allocator, scoring_speed, site_startup, scale, gpu_check)}
+                            communication, dp_accuracy, allocator, scoring_speed, site_startup, scale, gpu_check,
+                            federation_overhead, time_to_accuracy)}
 
 
 def step_table(script: str, path: Path) -> Table:

@@ -90,8 +90,10 @@ STUDIES: tuple[Study, ...] = (
     Study("accuracy", "what personalisation is worth on the known-truth cohort: protocols x variants x seeds "
           "x confound, with the oracle references",
           (Step("personalisation", out=None, fixed=("personalisation.json", "personalisation_quick.json")),)),
-    Study("federation", "simulation wall over `centralized` wall for the same example-steps, engine start-up apart",
-          missing="no script yet"),
+    Study("federation", "simulation wall over `centralized` wall for the same example-steps, engine start-up apart; "
+          "the training loop's clips/s in the run over the same model's isolated step",
+          (Step("federation_overhead", full=("--work", "{results}/paired_runs"),
+                quick=("--quick", "--work", "{results}/paired_runs-quick")),)),
     Study("communication", "bytes up and down per site per round, `mpdrm` and `fedavg_full`, against the "
           "shared parameters' size (one copy of MPDRM's shared arrays)",
           (Step("communication", full=("--work", "{results}/communication_runs"),
@@ -109,7 +111,9 @@ STUDIES: tuple[Study, ...] = (
           (Step("scale", full=("--work", "{results}/scale_runs"),
                 quick=("--quick", "--work", "{results}/scale_runs-quick")),)),
     Study("time_to_accuracy", "wall time until the federated run first reaches a stated RMSE, against "
-          "centralized", missing="no script yet"),
+          "centralized (the federation study's runs)",
+          (Step("time_to_accuracy", full=("--work", "{results}/paired_runs"),
+                quick=("--quick", "--work", "{results}/paired_runs-quick")),)),
     Study("robust", "one site sending x100 updates: final RMSE with and without `strategy.robust`",
           (Step("robust_influence", full=("--work", "{results}/robust_influence_runs"),
                 quick=("--seeds", "0", "--rounds", "2", "--work", "{results}/robust_influence_runs-quick")),)),

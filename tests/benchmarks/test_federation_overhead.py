@@ -75,3 +75,18 @@ def test_the_isolated_step_trains_the_runs_model() -> None:
     got = isolated_clips_per_second(merged(TINY_RUN), threads=1, warmup=1, timed=2)
     assert got["batch"] == int(TINY_RUN["data.batch_size"]) and got["threads"] == 1
     assert got["clips_per_second"] > 0 and got["input"][-1] == int(TINY_RUN["model.image_size"])
+
+
+def test_the_readme_renders_both_reports() -> None:
+    from benchmarks import render_results
+    from benchmarks.federation_overhead import summarise
+
+    rows = [pair_row(Pair(s, federated(), centralized())) for s in (0, 1)]
+    isolated = {"batch": 8, "threads": 2, "clips_per_second": 20.0}
+    lines = render_results.TABLES["federation_overhead"]({"rows": rows, "isolated": isolated,
+                                                         "summary": summarise(rows, isolated)})
+    assert "| 1 | federated | 31.0 | 10.0 | 10.0 | 8.0 | 12.0 | 23.0 | 16.0 | 0.80 | 0.21 | 0.180 |" in lines
+    assert any("final RMSE 1.50 ± 0.00 (target <= 1.15)" in line for line in lines)
+    tta = render_results.TABLES["time_to_accuracy"]({"rows": [seed_row(Pair(0, federated(), centralized()), 0.2)],
+                                                    "target_rmse": 0.2})
+    assert "| 0 | 30.0 s (round 2) | 6.0 s (round 1) | 5.00 | 0.050 | - | - |" in tta

@@ -56,7 +56,9 @@ def test_the_registry_maps_the_issue_studies_to_existing_scripts():
     assert {s.script for s in studies["robust"].steps} == {"robust_influence"}
     assert {s.script for s in studies["communication"].steps} == {"communication"}
     assert {s.script for s in studies["scale"].steps} == {"scale"}
-    assert [n for n, s in studies.items() if not s.built] == ["federation", "time_to_accuracy"]
+    assert {s.script for s in studies["federation"].steps} == {"federation_overhead"}
+    assert {s.script for s in studies["time_to_accuracy"].steps} == {"time_to_accuracy"}
+    assert [n for n, s in studies.items() if not s.built] == []
     steps = [step for study in STUDIES for step in study.steps]
     assert all(step.script_path().is_file() for step in steps)
     assert {step.script for step in steps} <= set(render_results.TABLES)  # every step has a README table
@@ -139,7 +141,13 @@ def test_the_command_line_lists_unbuilt_studies_and_refuses_to_run_them(tmp_path
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
     assert set(lines) == {s.name for s in STUDIES}
     assert all(("not built" in lines[n]) == (not s.built) for n, s in by_name().items())
-    refused = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "federation", "--results", str(tmp_path)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2 and "not built yet: federation" in refused.stderr
+
+
+
+def test_an_unbuilt_study_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    unbuilt = Study("future", "something not measured yet", missing="no script yet")
+    monkeypatch.setattr(suite, "STUDIES", (unbuilt,))
+    monkeypatch.setattr(suite, "by_name", lambda: {"future": unbuilt})
+    assert suite.main(["--only", "future", "--results", str(tmp_path)]) == 2
+    assert "not built yet: future" in capsys.readouterr().err
     assert not (tmp_path / "suite.json").exists()
