@@ -105,8 +105,13 @@ def pair_row(pair: Pair) -> dict[str, Any]:
             "rmse_ratio": fed["rmse"] / cen["rmse"]}
 
 
-def isolated_clips_per_second(run_config: dict[str, Any], threads: int, warmup: int = 3, timed: int = 12) -> dict[str, Any]:
-    """The run's model trained alone on random clips: median step time and clips/s."""
+def isolated_clips_per_second(run_config: dict[str, Any], threads: int, warmup: int = 5, timed: int = 20) -> dict[str, Any]:
+    """The run's model trained alone on random clips: median step time and clips/s.
+
+    As in the run's training loop (:func:`mpdrm.training.train_local`), freed memory is kept
+    (``train.keep_freed_memory``, process-wide) before the first step.
+    """
+    from mpdrm.allocator import keep_freed_memory
     from mpdrm.contract.runconfig import build
     from mpdrm.contract.sharing import build_site_model
     from mpdrm.losses import MPDRMLoss
@@ -120,6 +125,8 @@ def isolated_clips_per_second(run_config: dict[str, Any], threads: int, warmup: 
         batch_size, pk_p = int(run_config["data.batch_size"]), max(1, int(run_config["data.pk_p"]))
         model = build_site_model(run_config, num_subjects=pk_p)
         cfg = build(TrainConfig, run_config, "train")
+        if cfg.keep_freed_memory:
+            keep_freed_memory()
         shape = (model.config.in_channels, model.config.frames, model.config.image_size, model.config.image_size)
         batch = {"clips": torch.randn(batch_size, *shape), "target": torch.rand(batch_size),
                  "subject": torch.arange(batch_size) % pk_p, "visit": torch.zeros(batch_size, dtype=torch.long),
