@@ -161,8 +161,9 @@ def scale(d: dict[str, Any]) -> Table:
             f"Growth per extra site: {num(fit and fit['slope'], 2)} MiB of peak {g['memory']}, "
             f"{num(time_fit and time_fit['slope'], 3)} s per round; peak at {ratio['sites'][1]} sites over "
             f"{ratio['sites'][0]}: {num(ratio['ratio'], 2)}x. Target ({v['target']}): {holds} "
-            f"({num(v['slope_over_client'] and 100 * v['slope_over_client'], 1)} % of one active client's memory "
-            f"per site; {v['rule']}).", *scale_holders(g)]
+            f"(what the sites add at {v.get('sites')} sites: "
+            f"{num(v.get('sites_share_of_peak') and 100 * v['sites_share_of_peak'], 1)} % of the peak; {v['rule']}).",
+            *scale_holders(g)]
 
 
 def scale_holders(growth: dict[str, Any]) -> Table:

@@ -101,7 +101,7 @@ def scale_report(holds: bool | None) -> dict:
     rows = [{"sites": n, "concurrency": 2, "seconds_per_round": 0.9 * n, "initial_seconds": 12.0,
              "startup_seconds": 20.0, "memory": {**memory, "peak_pss_mib": 2000 + 2 * n}} for n in (8, 32, 64)]
     verdict = {"target": "memory grows with the active clients", "rule": "slope < 10 %", "holds": holds,
-               "slope_over_client": 0.0049}
+               "slope_over_client": 0.0049, "sites": 64, "sites_share_of_peak": 0.031}
     return {"per_site": "2 subjects x 1 visit", "rows": rows,
             "growth": {"memory": "PSS", "verdict": verdict, "memory_ratio": {"sites": [8, 64], "ratio": 1.062},
                        "fits": {"memory_pss_mib": {"slope": 2.0}, "memory_rss_mib": {"slope": 3.0},
@@ -112,7 +112,7 @@ def test_the_scale_table_has_a_row_per_site_count_and_the_verdict():
     text = "\n".join(render_results.scale(scale_report(True)))
     assert "| 64 | 2 | 57.60 | 12.0 | 20.0 | 2128 | 3300 | 410 | 15 |" in text
     assert "2.00 MiB of peak PSS, 0.900 s per round" in text and "1.06x" in text
-    assert "holds (0.5 % of one active client's memory" in text
+    assert "holds (what the sites add at 64 sites: 3.1 % of the peak" in text
     assert "missed (" in "\n".join(render_results.scale(scale_report(False)))
     assert "Most of it" not in text
     report = scale_report(None)

@@ -133,12 +133,13 @@ def test_fit_line_recovers_a_line_and_needs_two_distinct_sites():
     assert fit_line([8, 8], [1.0, 2.0]) is None and fit_line([8], [1.0]) is None
 
 
-def test_the_verdict_compares_the_slope_with_one_active_clients_memory():
-    assert memory_verdict(2.0, 400.0)["holds"] is True  # 0.5 %
-    missed = memory_verdict(50.0, 400.0)
-    assert missed["holds"] is False and missed["slope_over_client"] == pytest.approx(0.125)
-    assert memory_verdict(39.9, 400.0)["holds"] is True and memory_verdict(40.1, 400.0)["holds"] is False
-    assert memory_verdict(None, 400.0)["holds"] is None and memory_verdict(1.0, None)["holds"] is None
+def test_the_verdict_asks_what_share_of_the_largest_peak_grows_with_the_sites():
+    assert memory_verdict(2.0, 400.0, 64, 3000.0)["holds"] is True  # 128 MiB of 3000: 4.3 %
+    missed = memory_verdict(66.8, 760.0, 64, 6820.0)  # the 2026-11-30 run: 63 % of the peak
+    assert missed["holds"] is False and missed["sites_share_of_peak"] == pytest.approx(66.8 * 64 / 6820)
+    assert missed["slope_over_client"] == pytest.approx(66.8 / 760)  # reported beside it
+    assert memory_verdict(4.6, 400.0, 64, 3000.0)["holds"] is True and memory_verdict(4.7, 400.0, 64, 3000.0)["holds"] is False
+    assert memory_verdict(None, 400.0, 64, 3000.0)["holds"] is None and memory_verdict(1.0, None, None, None)["holds"] is None
     assert "10%" in missed["rule"]
 
 
