@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.paired_runs import FULL, QUICK, Pair, pairs, train_clip_steps  # noqa: E402
+from benchmarks.paired_runs import Pair, pair_arguments, pair_settings, pairs, train_clip_steps  # noqa: E402
 from benchmarks.report import cpu_model, write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -196,18 +196,8 @@ def table(rows: list[dict[str, Any]], isolated: dict[str, Any], summary: dict[st
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line; ``--quick`` runs the small job on one seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 small sites, 32 px, 2 rounds, seed 0")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    parser.add_argument("--cache", type=Path, default=None, help="generated cohorts (default WORK/cache)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    args.job = QUICK if args.quick else FULL
-    if args.quick:
-        args.seeds = [0]
-        args.work = args.work.with_name(args.work.name + "-quick") if args.work == DEFAULT_WORK else args.work
-        args.out = args.out.with_name(args.out.stem + "-quick.json") if args.out == DEFAULT_OUT else args.out
-    args.work = args.work.resolve()
+    pair_arguments(parser, DEFAULT_WORK, DEFAULT_OUT)
+    args = pair_settings(parser.parse_args(argv), DEFAULT_WORK, DEFAULT_OUT)
     return args
 
 

@@ -14,6 +14,7 @@ that finished earlier with the same overrides is reused (``bench_overrides.json`
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -83,3 +84,23 @@ def round_clock(summary: dict[str, Any]) -> list[tuple[int, float, float]]:
     """``(round, wall seconds at its end, RMSE)`` from the initial evaluation (round 0) on."""
     rows = [(0, float(summary["initial"]["wall_seconds"]), float(summary["initial"]["eval"]["rmse"]))]
     return rows + [(int(r["round"]), float(r["wall_seconds"]), float(r["eval"]["rmse"])) for r in summary["rounds"]]
+
+
+def pair_arguments(parser: argparse.ArgumentParser, default_work: Path, default_out: Path) -> None:
+    """The options of a study over the pairs: ``--quick``, ``--seeds``, ``--work``, ``--cache``, ``--out``."""
+    parser.add_argument("--quick", action="store_true", help="2 small sites, 32 px, 2 rounds, seed 0")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=default_work)
+    parser.add_argument("--cache", type=Path, default=None, help="generated cohorts (default WORK/cache)")
+    parser.add_argument("--out", type=Path, default=default_out)
+
+
+def pair_settings(args: argparse.Namespace, default_work: Path, default_out: Path) -> argparse.Namespace:
+    """``args`` with ``job`` set (``QUICK`` or ``FULL``); ``--quick`` runs seed 0 only, in its own folders."""
+    from benchmarks.report import quick_paths
+
+    args.job = QUICK if args.quick else FULL
+    if args.quick:
+        args.seeds = [0]
+    quick_paths(args, default_work, default_out)
+    return args

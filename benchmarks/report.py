@@ -24,3 +24,15 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def quick_paths(args: Any, default_work: Path, default_out: Path) -> None:
+    """With ``--quick``, a work folder and an output left at their defaults get a ``-quick``
+    suffix (``runs-quick/``, ``name-quick.json``), so reduced runs never mix with full ones;
+    the work folder is made absolute either way."""
+    if args.quick:
+        if args.work == default_work:
+            args.work = default_work.with_name(default_work.name + "-quick")
+        if args.out == default_out:
+            args.out = default_out.with_name(default_out.stem + "-quick.json")
+    args.work = Path(args.work).resolve()

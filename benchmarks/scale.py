@@ -65,6 +65,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import quick_paths, write_report  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_WORK = HERE / "results" / "scale_runs"
@@ -580,17 +584,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sites, args.rounds = list(QUICK_SITES), 2
-        args.work = args.work.with_name(args.work.name + "-quick") if args.work == DEFAULT_WORK else args.work
-        args.out = args.out.with_name(args.out.stem + "-quick.json") if args.out == DEFAULT_OUT else args.out
-    args.work = args.work.resolve()
+    quick_paths(args, DEFAULT_WORK, DEFAULT_OUT)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every N, print the table, write the JSON, the markdown table and the plot."""
     args = parse(argv)
-    sys.path.insert(0, str(HERE))
-    from report import write_report  # noqa: PLC0415  (benchmarks/ is the script's folder)
 
     started, active = time.perf_counter(), concurrency(args.num_cpus, args.client_cpus)
     rows = []

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.paired_runs import FULL, QUICK, Pair, pairs, round_clock  # noqa: E402
+from benchmarks.paired_runs import Pair, pair_arguments, pair_settings, pairs, round_clock  # noqa: E402
 from benchmarks.report import cpu_model, write_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -110,20 +110,10 @@ def plot(rows: list[dict[str, Any]], target: float, path: Path) -> Path | None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line; ``--quick`` runs the small job on one seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 small sites, 32 px, 2 rounds, seed 0")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    pair_arguments(parser, DEFAULT_WORK, DEFAULT_OUT)
     parser.add_argument("--target", type=float, default=None, help="RMSE (normalised); default 0.20 (quick: 0.30)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
-    parser.add_argument("--cache", type=Path, default=None, help="generated cohorts (default WORK/cache)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
-    args.job = QUICK if args.quick else FULL
+    args = pair_settings(parser.parse_args(argv), DEFAULT_WORK, DEFAULT_OUT)
     args.target = args.target if args.target is not None else TARGETS["quick" if args.quick else "full"]
-    if args.quick:
-        args.seeds = [0]
-        args.work = args.work.with_name(args.work.name + "-quick") if args.work == DEFAULT_WORK else args.work
-        args.out = args.out.with_name(args.out.stem + "-quick.json") if args.out == DEFAULT_OUT else args.out
-    args.work = args.work.resolve()
     return args
 
 
