@@ -39,12 +39,13 @@ part of the peak that grows with the sites is under 10 % of that peak (``b_PSS *
 peak PSS(N)``); one more site's memory over one active client's (``b_PSS / client PSS``) is
 reported beside it.
 
-    python benchmarks/scale.py              # 8, 32 and 64 sites, 3 rounds (about 8 minutes on 2 cores)
+    python benchmarks/scale.py              # 8, 32 and 64 sites, 3 rounds (5 minutes on 2 idle cores)
     python benchmarks/scale.py --quick      # 2, 4 and 8 sites, 2 rounds (about 2 minutes on 2 cores)
 
 On 2 cores (shared with another simulation) the quick form measured about 0.9 s per round per site
-and 59 MiB of peak PSS per site; by that line a 64-site round takes about a minute and the full
-study about 8 minutes (the cohorts are generated once, a few tenths of a second per site).
+and 59 MiB of peak PSS per site; by that line a 64-site round takes about a minute. The full
+study took 300 s on an idle 2-core Xeon (2026-11-30: 42 s per 64-site round; the cohorts are
+generated once, a few tenths of a second per site).
 
 Finished runs under ``--work`` (their measurement, same settings) are reused; the generated cohorts
 are cached there (``FEDMPDRM_CACHE=<work>/cache``). A run writes about 70 MB of site state per site
