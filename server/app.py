@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ def round_recorder(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, su
 
 def evaluate_initial(strategy: Strategy, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, timeout: float,
                      gate: Gate, summary: dict[str, Any], sites: Mapping[str, str], rounds: int,
-                     deadline: Deadline | None = None, clock: Any = None) -> None:
+                     deadline: Deadline | None = None, clock: Callable[[], float] | None = None) -> None:
     """Round 0: the untrained model's evaluation, recorded as ``summary["initial"]`` (with
     the run's wall clock when it ended, ``wall_seconds``, when ``clock`` is given)."""
     evaluate_round(strategy, grid, 0, arrays, config, timeout, gate, deadline)

@@ -14,8 +14,8 @@ Shape (docs/architecture.md, section 7)::
 ``wall_seconds`` is the ServerApp's (or the centralized loop's) clock since it started,
 carried over a resume; ``mpdrm-simulate`` adds the simulation engine's whole life
 (``engine_seconds``: Ray start, the ServerApp, shut-down) and its own (``process_seconds``:
-cohort preparation included), so engine start-up is ``engine_seconds - wall_seconds`` (both of the last invocation after a
-resume).
+cohort preparation included), both of its last invocation, so engine start-up is
+``engine_seconds - wall_seconds`` for a run that was not resumed.
 """
 from __future__ import annotations
 
