@@ -2,6 +2,8 @@
 the isolated training step on the real model."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.federation_overhead import isolated_clips_per_second, loop_figures, pair_row, run_figures
@@ -90,3 +92,17 @@ def test_the_readme_renders_both_reports() -> None:
     tta = render_results.TABLES["time_to_accuracy"]({"rows": [seed_row(Pair(0, federated(), centralized()), 0.2)],
                                                     "target_rmse": 0.2})
     assert "| 0 | 30.0 s (round 2) | 6.0 s (round 1) | 5.00 | 0.050 | - | - |" in tta
+
+
+def test_a_paired_run_is_reused_only_when_it_finished_with_the_same_overrides(tmp_path) -> None:
+    from benchmarks.paired_runs import finished, overrides
+
+    run_dir = tmp_path / "mpdrm-s0"
+    wanted = overrides(("rounds=2",), "mpdrm", 0, run_dir)
+    assert wanted[-3:] == ["strategy=mpdrm", "seed=0", f"run_dir={run_dir}"]
+    run_dir.mkdir()
+    (run_dir / "bench_overrides.json").write_text(json.dumps(wanted))
+    assert not finished(run_dir, wanted)  # no summary: the run did not finish
+    (run_dir / "summary.json").write_text("{}")
+    assert finished(run_dir, wanted)
+    assert not finished(run_dir, overrides(("rounds=3",), "mpdrm", 0, run_dir))
