@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
@@ -28,7 +28,10 @@ from torch.utils.data import DataLoader
 
 from mpdrm.contract import keys
 from mpdrm.contract.schema import DP_MODES
-from mpdrm.privacy import BudgetDecision, DPConfig, PatientPoissonLoader, PrivateEngine, SitePrivacy, round_steps
+from mpdrm.privacy.config import DPConfig
+
+if TYPE_CHECKING:  # imported where a private round starts: Opacus costs about 2 s of start-up
+    from mpdrm.privacy import BudgetDecision, PatientPoissonLoader, PrivateEngine
 
 
 def dp_mode(cfg: Mapping[str, Any]) -> str:
@@ -97,6 +100,8 @@ def private_loader(dp_cfg: DPConfig, dataset: Any, *, batch_size: int, seed: int
     Clip level: a plain ``DataLoader`` of expected batch ``batch_size`` (Opacus samples it).
     """
     if dp_cfg.unit == "patient":
+        from mpdrm.privacy.patients import PatientPoissonLoader
+
         expected = dp_cfg.patients_per_step or max(1, int(batch_size) // int(dp_cfg.clips_per_patient))
         return PatientPoissonLoader(dataset, expected_patients=float(expected),
                                     clips_per_patient=int(dp_cfg.clips_per_patient), seed=int(seed))
@@ -143,6 +148,8 @@ class PrivateRound:
         self.units = privacy_units(dp_cfg, dataset)
         self.patients = privacy_units(dataclasses.replace(dp_cfg, unit="patient"), dataset)
         check_delta(dp_cfg, self.units)
+        from mpdrm.privacy.site import SitePrivacy, round_steps
+
         self.privacy = SitePrivacy(dp_cfg, state=ledger)
         self.loader = private_loader(dp_cfg, dataset, batch_size=batch_size, seed=seed)
         self.steps_planned = round_steps(self.loader, epochs, max_steps)

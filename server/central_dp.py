@@ -36,8 +36,6 @@ from flwr.serverapp.strategy import (
 from mpdrm.contract.runconfig import typed_section
 from mpdrm.contract.schema import CentralDPConfig, DPSection
 
-from .dp_accountant import no_amplification_accountant
-
 #: Run-config keys read by central DP (after ``dp.``).
 CENTRAL_KEYS = ("mode", *(f.name for f in dataclasses.fields(CentralDPConfig)))
 
@@ -142,6 +140,8 @@ def central_dp_wrapper(cfg: Mapping[str, Any]) -> Callable[[Strategy], Strategy]
         else:
             accountant = None
             if s["noise_multiplier"] > 0:
+                from .dp_accountant import no_amplification_accountant  # Opacus: ~2 s to import, DP runs only
+
                 accountant = no_amplification_accountant(delta=s["delta"], num_sites=s["num_sampled_clients"])
             dp = DifferentialPrivacyServerSideFixedClipping(
                 aggregator, s["noise_multiplier"], s["clipping_norm"], s["num_sampled_clients"], accountant=accountant,

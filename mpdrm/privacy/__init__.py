@@ -14,46 +14,53 @@ Typical round at a site::
 Patient-level DP (a patient's every clip is the unit) is the same round with a
 :class:`PatientPoissonLoader` instead of the ``DataLoader``.
 """
-from .accounting import SiteAccountant
-from .budget import BudgetDecision, check_budget
-from .config import DPConfig
-from .engine import (
-    PrivateTraining,
-    accounting_sample_rate,
-    check_coverage,
-    is_empty_batch,
-    make_private,
-    noise_only_step,
-    private_step,
-)
-from .naming import plain_name, plain_state_dict, unwrap_model
-from .noise import calibrate_noise_multiplier
-from .patients import PatientPoissonLoader, make_patient_private, patient_private_step, sum_by_patient
-from .private_engine import PrivateEngine
-from .site import BudgetExhausted, SitePrivacy, round_steps
+from __future__ import annotations
 
-__all__ = [
-    "BudgetDecision",
-    "BudgetExhausted",
-    "DPConfig",
-    "PatientPoissonLoader",
-    "PrivateEngine",
-    "PrivateTraining",
-    "SiteAccountant",
-    "SitePrivacy",
-    "accounting_sample_rate",
-    "calibrate_noise_multiplier",
-    "check_budget",
-    "check_coverage",
-    "is_empty_batch",
-    "make_patient_private",
-    "make_private",
-    "patient_private_step",
-    "noise_only_step",
-    "private_step",
-    "round_steps",
-    "sum_by_patient",
-    "plain_name",
-    "plain_state_dict",
-    "unwrap_model",
-]
+import importlib
+from typing import Any
+
+#: Where each exported name lives. Opacus (with SciPy and SymPy: about 2 s of start-up)
+#: is imported only when one of them is first used, so that a process that never trains
+#: privately (every ClientApp of a run without DP, the ServerApp) does not pay for it.
+_EXPORTS = {
+    "SiteAccountant": "accounting",
+    "BudgetDecision": "budget",
+    "check_budget": "budget",
+    "DPConfig": "config",
+    "PrivateTraining": "engine",
+    "accounting_sample_rate": "engine",
+    "check_coverage": "engine",
+    "is_empty_batch": "engine",
+    "make_private": "engine",
+    "noise_only_step": "engine",
+    "private_step": "engine",
+    "plain_name": "naming",
+    "plain_state_dict": "naming",
+    "unwrap_model": "naming",
+    "calibrate_noise_multiplier": "noise",
+    "PatientPoissonLoader": "patients",
+    "make_patient_private": "patients",
+    "patient_private_step": "patients",
+    "sum_by_patient": "patients",
+    "PrivateEngine": "private_engine",
+    "BudgetExhausted": "site",
+    "SitePrivacy": "site",
+    "round_steps": "site",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name's submodule on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported ones included."""
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

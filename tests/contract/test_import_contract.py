@@ -61,3 +61,22 @@ def test_import_contract_mpdrm_loads_no_flower():
             "print(sorted(m for m in sys.modules if m == 'flwr' or m.startswith('flwr.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_apps_load_opacus_only_when_a_run_trains_privately():
+    """Opacus (with SciPy and SymPy) costs about 2 s per process: every ClientApp of a run
+    without DP would pay it once per message. It is imported where DP-SGD starts."""
+    code = ("import sys, client.app, server.app, simulations.simulate, mpdrm.privacy; "
+            "before = sorted(m for m in ('opacus', 'scipy', 'sympy') if m in sys.modules); "
+            "from mpdrm.privacy import SitePrivacy, DPConfig; "
+            "print(before, 'opacus' in sys.modules, SitePrivacy.__module__, DPConfig.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True", "mpdrm.privacy.site", "mpdrm.privacy.config"]
+
+
+def test_privacy_package_refuses_unknown_names():
+    import mpdrm.privacy
+
+    with pytest.raises(AttributeError, match="no attribute 'NotAThing'"):
+        mpdrm.privacy.NotAThing  # noqa: B018
+    assert set(mpdrm.privacy.__all__) <= set(dir(mpdrm.privacy))
