@@ -42,5 +42,9 @@ def test_summary_shape_and_plots(tmp_path: Path) -> None:
     assert [r["round"] for r in data["rounds"]] == [1, 2]
     assert set(data["rounds"][0]["eval"]["per_site"]) == {"site-01", "site-02"}
     assert data["final"]["rmse"] == 0.2 and data["final"]["ccc"] is None  # strict JSON
-    files = {p.name for p in write_plots(data, tmp_path / "plots")}
-    assert {"eval_rmse.png", "train_train-loss.png"} <= files
+    files = {p.name: p for p in write_plots(data, tmp_path / "plots")}
+    assert sorted(files) == ["eval.png", "train.png"]  # one figure per stage, a panel per metric
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(files["eval.png"]).shape[:2]
+    assert (height, width) == (round(2.4 * 80), round(3 * 3.2 * 80))  # one row: rmse (the NaN ccc skipped)

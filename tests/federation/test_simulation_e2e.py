@@ -82,7 +82,7 @@ def test_simulation_end_to_end_with_outbound_audit(cohort: Path, tmp_path: Path)
     clocks = [summary["initial"]["wall_seconds"], *(r["wall_seconds"] for r in summary["rounds"])]
     assert 0 < clocks[0] < clocks[1] < clocks[2] <= summary["wall_seconds"]  # each round's end, one clock
     assert summary["wall_seconds"] < summary["engine_seconds"] < summary["process_seconds"]
-    assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "eval_rmse.png").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "eval.png").is_file()
 
     records = [json.loads(line) for f in (run_dir / "outbound").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(records) == 2 * (2 + 3)  # 2 sites x (2 train + 3 evaluate) replies

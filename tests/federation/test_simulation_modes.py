@@ -49,4 +49,4 @@ def test_federated_baselines(cohort: Path, tmp_path: Path, mode: str) -> None:
 def test_centralized(cohort: Path, tmp_path: Path) -> None:
     summary = run_centralized(_config(cohort, tmp_path, "centralized"))
     _check_shape(summary, "centralized")
-    assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "plots" / "eval_rmse.png").is_file()
+    assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "plots" / "eval.png").is_file()
