@@ -40,17 +40,59 @@ def _one_ray_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.
         yield
 
 
+#: The longest units of work (module: seconds, one 3-worker run on 2 cores), handed out
+#: first and longest first, so that none of them starts when the rest of the suite is done;
+#: the other units follow as pytest-xdist orders them (most tests first). Mostly waiting
+#: (missed heartbeats, ``round-grace``, ``round-timeout``) or queued on the Ray lock.
+LONG_UNITS: dict[str, float] = {
+    "tests/faults/test_coordinator_faults.py": 300,
+    "tests/deployment/test_site_failure.py": 300,
+    "tests/faults/test_site_faults.py": 290,
+    "tests/faults/test_simulated_faults.py": 150,
+    "tests/federation/test_flwr_run.py": 150,
+    "tests/deployment/test_deployed_run.py": 160,
+    "tests/faults/test_too_few_sites.py": 130,
+    "tests/dp/test_dp_simulation.py": 115,
+    "tests/federation/test_simulation_e2e.py": 100,
+}
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its module; the inference modules are one unit (they
+    share one session-scoped in-process run, ``tiny_run``)."""
+    module = nodeid.split("::", 1)[0]
+    return "tests/inference/" if module.startswith("tests/inference/") else module
+
+
+def long_units_first(nodeids: list[str]) -> list[str]:
+    """``nodeids`` in the order their units go out: the units of :data:`LONG_UNITS`, longest
+    first, then the others by number of tests (as pytest-xdist's ``loadscope`` reorder), each
+    unit's tests kept in collection order."""
+    longest = sorted(LONG_UNITS, key=lambda u: -LONG_UNITS[u])
+    size: dict[str, int] = {}
+    for nodeid in nodeids:
+        size[unit_of(nodeid)] = size.get(unit_of(nodeid), 0) + 1
+
+    def key(nodeid: str) -> tuple[int, int]:
+        unit = unit_of(nodeid)
+        return (longest.index(unit), 0) if unit in LONG_UNITS else (len(longest), -size[unit])
+    return sorted(nodeids, key=key)
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """Units of work for ``-n 2 --dist loadfile``: each test module is one unit (a module
-    fixture, such as a deployment, is set up once, by one worker), except that the inference
-    modules are one unit (they share one session-scoped in-process run, ``tiny_run``).
-    Units go out in collection order (``--no-loadscope-reorder``), so the long deployment
-    modules start first."""
+    """Units of work for ``--dist loadfile`` (:func:`unit_of`), handed out in the order of
+    :func:`long_units_first`."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleUnits(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "tests/inference/" if module.startswith("tests/inference/") else module
+            return unit_of(nodeid)
+
+        def schedule(self) -> None:
+            if self.collection is None and self.collection_is_completed:
+                for node, collection in self.registered_collections.items():
+                    self.registered_collections[node] = long_units_first(list(collection))
+                self.config.option.loadscopereorder = False  # keep that order
+            super().schedule()
 
     return ModuleUnits(config, log)
