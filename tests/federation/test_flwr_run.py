@@ -166,13 +166,26 @@ def _flwr(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.C
     return done
 
 
-def _wait_finished(env: dict[str, str], run_id: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
+def _summary_final(run_dir: Path) -> bool:
+    """Whether the run wrote its final summary (the file is replaced atomically)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("final") is not None
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_finished(env: dict[str, str], run_id: str, run_dir: Path, timeout: float, recheck: float = 30) -> str:
+    """Wait for the run's status to be ``finished:*``. Each ``flwr ls`` costs 1-3 s of CPU,
+    so it is asked once the final summary is written, and every ``recheck`` s before (a run
+    that fails writes none)."""
+    deadline, asked = time.monotonic() + timeout, float("-inf")
     while time.monotonic() < deadline:
-        runs = json.loads(_flwr(env, "ls", "--run-id", run_id, "--format", "json").stdout)["runs"]
-        if runs and runs[0]["status"].startswith("finished"):
-            return str(runs[0]["status"])
-        time.sleep(3)
+        if _summary_final(run_dir) or time.monotonic() - asked >= recheck:
+            asked = time.monotonic()
+            runs = json.loads(_flwr(env, "ls", "--run-id", run_id, "--format", "json").stdout)["runs"]
+            if runs and runs[0]["status"].startswith("finished"):
+                return str(runs[0]["status"])
+        time.sleep(1)
     raise TimeoutError(f"run {run_id} not finished after {timeout} s")
 
 
@@ -185,7 +198,7 @@ def test_flwr_run_runs_the_default_job(flwr_env: dict[str, str], tmp_path: Path)
     payload = json.loads(started.stdout)
     assert payload["success"], payload
     run_id = str(payload["run-id"])
-    status = _wait_finished(flwr_env, run_id, timeout=480)
+    status = _wait_finished(flwr_env, run_id, run_dir, timeout=480)
     if status != "finished:completed":
         log = subprocess.run(["flwr", "log", run_id, "--show"], env=flwr_env, cwd=REPO, capture_output=True,
                              text=True, timeout=60)
