@@ -20,3 +20,4 @@ def test_long_units_go_first_longest_first_then_the_rest_by_number_of_tests():
     assert units == [long_long, long_short[0], "tests/b/test_three.py", "tests/inference/", "tests/a/test_one.py"]
     assert order[:2] == [f"{long_long}::t1", f"{long_long}::t2"]  # a unit's tests in collection order
     assert sorted(order) == sorted(nodeids)
+
