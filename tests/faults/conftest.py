@@ -2,9 +2,19 @@
 at the end of a session that ran fault scripts, and printed."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from tests.deployment.deploylib.harness import Deployment
 from tests.faults import table
+from tests.faults.deployed import two_site_deployment
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """A deployment of its own for each module of a deployed fault script (see ``deployed.py``)."""
+    yield from two_site_deployment(tmp_path_factory, request.module.__name__.rsplit(".", 1)[-1])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,22 +4,15 @@ truncated and the run resumed again. The final shared weights must equal an unin
 reference run's, bit for bit; each fault gets a verdict row (``tests/faults/table.py``)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.deployment.deploylib.harness import Deployment
-from tests.faults.deployed import federation, two_site_deployment
+from tests.faults.deployed import federation
 from tests.faults.driver import run_script
 from tests.faults.outcome import timed_reference, verdicts
 from tests.faults.scripts import COORDINATOR
 
 pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(1500)]
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    yield from two_site_deployment(tmp_path_factory, "coordinator-faults")
 
 
 def test_coordinator_faults(deployment: Deployment) -> None:

@@ -4,22 +4,15 @@ killed in the last round, in one deployed run with ``min-sites=1``. A test fails
 fault was not handled or something written before a fault was lost."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.deployment.deploylib.harness import Deployment
-from tests.faults.deployed import federation, two_site_deployment
+from tests.faults.deployed import federation
 from tests.faults.driver import run_script
 from tests.faults.outcome import verdicts
 from tests.faults.scripts import SITE_FAULTS
 
 pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(1500)]
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    yield from two_site_deployment(tmp_path_factory, "site-faults")
 
 
 def test_site_faults(deployment: Deployment) -> None:

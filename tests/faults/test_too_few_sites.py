@@ -3,22 +3,15 @@
 naming the minimum and the missing site, with round 1 kept."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.deployment.deploylib.harness import Deployment
-from tests.faults.deployed import federation, two_site_deployment
+from tests.faults.deployed import federation
 from tests.faults.driver import run_script
 from tests.faults.outcome import verdicts
 from tests.faults.scripts import TOO_FEW
 
 pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    yield from two_site_deployment(tmp_path_factory, "too-few-sites")
 
 
 def test_too_few_sites(deployment: Deployment) -> None:
