@@ -1,6 +1,6 @@
 """PNG plots of a summary's per-round curves: one figure per stage (``eval.png``, ``train.png``)
 with a panel per metric, overall and per site. One file per stage rather than per metric:
-saving a figure is most of the cost (18 files took 5 s at the end of every run)."""
+saving a figure is most of the cost (a 6-round summary: 18 files 3.0 s, 2 files 1.2 s)."""
 from __future__ import annotations
 
 import math
