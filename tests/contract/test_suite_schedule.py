@@ -10,14 +10,14 @@ def test_every_long_unit_is_a_test_module_of_the_suite():
 
 
 def test_long_units_go_first_longest_first_then_the_rest_by_number_of_tests():
-    long_short, long_long = sorted(LONG_UNITS, key=LONG_UNITS.get)[:2], sorted(LONG_UNITS, key=LONG_UNITS.get)[-1]
+    by_length = sorted(LONG_UNITS, key=LONG_UNITS.get)
+    long_short, long_long = by_length[0], by_length[-1]
     nodeids = ["tests/a/test_one.py::t1",
                "tests/b/test_three.py::t1", "tests/b/test_three.py::t2", "tests/b/test_three.py::t3",
-               f"{long_short[0]}::t", f"{long_long}::t1", f"{long_long}::t2",
+               f"{long_short}::t", f"{long_long}::t1", f"{long_long}::t2",
                "tests/inference/test_x.py::t", "tests/inference/test_y.py::t"]
     order = long_units_first(nodeids)
     units = list(dict.fromkeys(map(unit_of, order)))
-    assert units == [long_long, long_short[0], "tests/b/test_three.py", "tests/inference/", "tests/a/test_one.py"]
+    assert units == [long_long, long_short, "tests/b/test_three.py", "tests/inference/", "tests/a/test_one.py"]
     assert order[:2] == [f"{long_long}::t1", f"{long_long}::t2"]  # a unit's tests in collection order
     assert sorted(order) == sorted(nodeids)
-

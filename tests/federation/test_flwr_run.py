@@ -166,21 +166,14 @@ def _flwr(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.C
     return done
 
 
-def _summary_final(run_dir: Path) -> bool:
-    """Whether the run wrote its final summary (the file is replaced atomically)."""
-    try:
-        return json.loads((run_dir / "summary.json").read_text()).get("final") is not None
-    except (OSError, ValueError):
-        return False
-
-
 def _wait_finished(env: dict[str, str], run_id: str, run_dir: Path, timeout: float, recheck: float = 30) -> str:
     """Wait for the run's status to be ``finished:*``. Each ``flwr ls`` costs 1-3 s of CPU,
-    so it is asked once the final summary is written, and every ``recheck`` s before (a run
-    that fails writes none)."""
+    so it is asked once the ServerApp has drawn its plots (the last thing a completed run
+    writes; ``summary.json``'s ``final`` is updated every round), and every ``recheck`` s
+    before (a run that fails draws none)."""
     deadline, asked = time.monotonic() + timeout, float("-inf")
     while time.monotonic() < deadline:
-        if _summary_final(run_dir) or time.monotonic() - asked >= recheck:
+        if (run_dir / "plots" / "eval.png").is_file() or time.monotonic() - asked >= recheck:
             asked = time.monotonic()
             runs = json.loads(_flwr(env, "ls", "--run-id", run_id, "--format", "json").stdout)["runs"]
             if runs and runs[0]["status"].startswith("finished"):
