@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .allocator import keep_freed_memory
+from .augment import ClipAugment, parse_augment
 from .device import resolve_device, seed_everything
 from .losses import MPDRMLoss
 from .metrics import clip_and_video_metrics
@@ -86,6 +87,10 @@ class TrainConfig:
     # outside the privacy accounting). Off by default: with it (and isolate_personality) the branch
     # tells people apart, but the default run ended worse on 4 of 5 seeds (docs/benchmarks.md)
     center_personality: bool = False
+    # training-time clip augmentation (mpdrm.augment): comma-separated names from flip,
+    # photometric, reverse ("" off), applied per clip to every training batch, never at evaluation
+    augment: str = ""
+    augment_strength: float = 0.2  # photometric: log-contrast range, and twice the brightness shift
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -96,6 +101,9 @@ class TrainConfig:
             raise ValueError(f"contrastive must be supcon or prototype, got {self.contrastive!r}")
         if self.round_schedule not in ROUND_SCHEDULES:
             raise ValueError(f"round_schedule must be one of {ROUND_SCHEDULES}, got {self.round_schedule!r}")
+        parse_augment(self.augment)
+        if not 0 <= self.augment_strength <= 1:
+            raise ValueError(f"augment_strength must be in [0, 1], got {self.augment_strength}")
         if self.loss not in ("mse", "huber"):
             raise ValueError(f"loss must be mse or huber, got {self.loss!r}")
 
@@ -246,6 +254,7 @@ def run_steps(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], cf
               engine: TrainingEngine, loss_fn: Callable, pairs: Pairs, device: torch.device) -> _Tally:
     """The epochs: per batch set the scheduled lr, take the engine's step, then the proximal one."""
     total_steps, steps_per_epoch = planned_steps(cfg, loader)
+    augment = ClipAugment(parse_augment(cfg.augment), cfg.augment_strength, seed=cfg.seed)
     tally = _Tally(lr=cfg.lr, sums={})
     for epoch in range(cfg.epochs):
         for batch in loader:
@@ -253,7 +262,7 @@ def run_steps(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], cf
                 return tally
             tally.lr = cfg.lr * lr_factor(cfg, tally.steps, total_steps, steps_per_epoch)
             engine.set_lr(tally.lr)
-            batch = move_batch(batch, device)
+            batch = augment.batch(move_batch(batch, device))
             parts = engine.step(model, batch, loss_fn)
             if pairs:
                 proximal_step(pairs, tally.lr, cfg.proximal_mu)

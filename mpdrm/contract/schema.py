@@ -146,7 +146,7 @@ def _dp_section() -> type:
 RUN_TRAIN_DEFAULTS = {"epochs": 2, "schedule": "none"}
 
 TrainSection = section_of(TrainConfig, "TrainSection", exclude=("seed",), defaults=RUN_TRAIN_DEFAULTS,
-                          types={"freeze": Any})  # comma-separated prefixes, or a list
+                          types={"freeze": Any, "augment": Any})  # comma-separated names, or a list
 PrepareSection = section_of(PrepareConfig, "PrepareSection", exclude=CLIP_SHAPE_FIELDS)
 DPSection = _dp_section()
 
