@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TASKS = ("regression", "classification")
+DEPRESSION_INPUTS = ("frames", "motion")
 
 
 @dataclass
@@ -64,6 +65,10 @@ class MPDRMConfig:
     # a site-local linear map from p (detached) to an offset added to the prediction: lets a site
     # correct a known person's habitual bias (and its own mean bias) without the shared head
     personal_offset: bool = False
+    # what MDFN (the depression branch) reads: "frames" (the clip as it is) or "motion" (each
+    # pixel minus its mean over the clip's frames: what stays still, such as the shape of a
+    # face, a camera's tone, is removed before the first convolution; MPFN always reads frames)
+    depression_input: str = "frames"
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -76,6 +81,8 @@ class MPDRMConfig:
         self.validate()
 
     def validate(self) -> None:
+        if self.depression_input not in DEPRESSION_INPUTS:
+            raise ValueError(f"depression_input must be one of {DEPRESSION_INPUTS}, got {self.depression_input!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.task == "classification" and self.num_classes < 2:

@@ -166,6 +166,7 @@ class ModelSection:
     use_orthogonality: bool = True
     isolate_personality: bool = False  # RARM reads p detached: only the contrastive terms train MPFN
     personal_offset: bool = False  # site-local offset(p) added to the prediction (stays at the site)
+    depression_input: str = "frames"  # frames | motion (each pixel minus its mean over the clip)
     image_size: Optional[int] = None
     frames: Optional[int] = None
     in_channels: Optional[int] = None
