@@ -52,7 +52,10 @@ VARIANTS: dict[str, list[str]] = {
     "personal_offset": ["model.personal_offset=true", "model.isolate_personality=true",
                         "train.center_personality=true"],
 }
-REFERENCES = ("oracle", "habit_blind", "constant")
+#: Reference errors on each cell's scored visits (``mpdrm.data.cohorts.references_on``);
+#: ``person_memory`` (each person's mean score on their other visits) exists only where the
+#: people are known (``visits``, ``enrolled``).
+REFERENCES = ("oracle", "habit_blind", "constant", "person_memory")
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,28 @@ def process_seconds(cell: Cell, work: Path) -> float | None:
     return json.loads(wall.read_text()).get("process_seconds") if wall.is_file() else None
 
 
+def references_of(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The references of a finished run recomputed from its cohort (which must still be there)."""
+    from mpdrm.contract.runconfig import merged  # noqa: PLC0415 (the study's own imports stay light)
+    from mpdrm.contract.site_data import evaluated_visits  # noqa: PLC0415
+    from mpdrm.contract.sites import cohort_sites  # noqa: PLC0415
+    from mpdrm.data.cohorts import oracle_reference  # noqa: PLC0415
+
+    config = summary.get("config") or {}
+    cohort = Path(str(config.get("cohort") or ""))
+    if not (cohort / "oracle.json").is_file():
+        return None
+    return oracle_reference(cohort, evaluated_visits(cohort_sites(cohort), merged(config)))
+
+
 def row(cell: Cell, summary: dict[str, Any], process: float | None = None) -> dict[str, Any]:
     """The figures of one run: final RMSE, the references on its scored visits, wall times
     (``wall_seconds``: the server's, from its start to the end; ``process_seconds``: the whole
     process, engine start-up and cohort preparation included)."""
     final = summary.get("final") or {}
     refs = summary.get("reference") or {}
+    if refs and "person_memory" not in refs and cell.protocol != "subjects":
+        refs = references_of(summary) or refs  # a run from before person_memory existed
     return {**cell.__dict__, "rmse": final.get("rmse"), "ccc": final.get("ccc"),
             "subject_bias_rmse": final.get("subject_bias_rmse"), "within_subject_rmse": final.get("within_subject_rmse"),
             **{r: (refs.get(r) or {}).get("rmse") for r in REFERENCES},

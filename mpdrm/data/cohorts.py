@@ -229,11 +229,14 @@ def oracle_reference(cohort: Path, visits: Collection[tuple[str, str, int]] | No
 
 
 def references_on(oracle: Mapping[str, Any], visits: Collection[tuple[str, str, int]]) -> dict[str, Any]:
-    """The three references on the given visits of an ``oracle.json`` (normalised RMSE).
+    """The references on the given visits of an ``oracle.json`` (normalised RMSE).
 
     ``oracle`` and ``habit_blind`` score each visit with the stored conditional-mean
     prediction (``oracle_score``, ``habit_blind_score``); ``constant`` with the mean score of
-    the whole cohort.
+    the whole cohort. ``person_memory`` (only when every evaluated person has visits that are
+    not evaluated: the ``visits`` and ``enrolled`` protocols) scores each visit with the mean
+    score of that person's other visits, the ones a model trained on or was enrolled with: what
+    a model gets that recognises *who* is on the video and reads nothing of their state.
 
     Raises
     ------
@@ -252,6 +255,25 @@ def references_on(oracle: Mapping[str, Any], visits: Collection[tuple[str, str, 
     def rmse(pred: np.ndarray) -> dict[str, float]:
         return {"rmse": round(float(np.sqrt(np.mean((pred - scores) ** 2))) / scale, 5)}
 
-    return {"oracle": rmse(np.array([v["oracle_score"] for v in chosen])),
+    refs = {"oracle": rmse(np.array([v["oracle_score"] for v in chosen])),
             "habit_blind": rmse(np.array([v["habit_blind_score"] for v in chosen])),
             "constant": rmse(np.full_like(scores, mean_score))}
+    memory = person_memory(oracle["visits"], set(visits))
+    if memory is not None:
+        refs["person_memory"] = rmse(np.array([memory[k] for k in sorted(set(visits))]))
+    return refs
+
+
+def person_memory(all_visits: Collection[Mapping[str, Any]], evaluated: Collection[tuple[str, str, int]]
+                  ) -> dict[tuple[str, str, int], float] | None:
+    """Each evaluated visit -> the mean score of the same person's visits that are not evaluated;
+    ``None`` when some evaluated person has no such visit (e.g. held-out people)."""
+    evaluated = set(evaluated)
+    known: dict[tuple[str, str], list[float]] = {}
+    for v in all_visits:
+        key = (v["site"], v["subject"], int(v["visit"]))
+        if key not in evaluated:
+            known.setdefault(key[:2], []).append(float(v["score"]))
+    if any(k[:2] not in known for k in evaluated):
+        return None
+    return {k: float(np.mean(known[k[:2]])) for k in evaluated}

@@ -81,3 +81,25 @@ def test_references_on_the_scored_visits_equal_a_direct_computation(tiny_cohort)
     assert oracle_reference(tiny_cohort, chosen) == got
     with pytest.raises(KeyError, match="not in oracle.json"):
         references_on(oracle, [("site-99", "x", 1)])
+
+
+def test_person_memory_is_the_mean_score_of_each_persons_other_visits(tiny_cohort):
+    oracle = json.loads((tiny_cohort / "oracle.json").read_text())
+    last = {}
+    for v in oracle["visits"]:
+        last[(v["site"], v["subject"])] = max(last.get((v["site"], v["subject"]), 0), int(v["visit"]))
+    chosen = [(v["site"], v["subject"], int(v["visit"])) for v in oracle["visits"]
+              if int(v["visit"]) == last[(v["site"], v["subject"])]]  # the visits protocol's test set
+    got = references_on(oracle, chosen)["person_memory"]["rmse"]
+    errors = []
+    for v in oracle["visits"]:
+        if int(v["visit"]) == last[(v["site"], v["subject"])]:
+            earlier = [w["score"] for w in oracle["visits"] if (w["site"], w["subject"]) == (v["site"], v["subject"])
+                       and int(w["visit"]) < int(v["visit"])]
+            errors.append(np.mean(earlier) - v["score"])
+    assert got == pytest.approx(np.sqrt(np.mean(np.square(errors))) / oracle["score_max"], abs=1e-5)
+    # a person every visit of whom is scored (held out, as under `subjects`): no memory to use
+    person = chosen[0][:2]
+    everything = chosen + [(v["site"], v["subject"], int(v["visit"])) for v in oracle["visits"]
+                           if (v["site"], v["subject"]) == person]
+    assert "person_memory" not in references_on(oracle, everything)
