@@ -10,7 +10,9 @@ model (the subject's reference p when the model has a personality branch), and p
 
 Reported per run and site: ``rmse`` (the scored visits), ``rmse_without_bias`` (each residual
 minus its subject's bias: what a site that knew each person's past errors could reach),
-``bias_rmse`` and ``bias_residual_correlation``. A large drop from ``rmse`` to
+``bias_rmse`` and ``bias_residual_correlation``, and whether the model follows each person's
+change of state between visits (:func:`tracking_figures`: ``change_correlation``,
+``change_gain``, ``memory_rmse``). A large drop from ``rmse`` to
 ``rmse_without_bias`` means the error is mostly a stable per-person offset - exactly what the
 personality branch is meant to remove - rather than per-visit noise.
 
@@ -35,14 +37,56 @@ from benchmarks.personality_use import run_locations, site_videos  # noqa: E402
 from mpdrm.inference.model import SiteModel, load_model_dir  # noqa: E402
 
 
-def visit_residuals(model: SiteModel, site_folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Subject -> ``[(visit, prediction - target), ...]`` over the site's manifest."""
-    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+def visit_predictions(model: SiteModel, site_folder: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Subject -> ``[(visit, prediction, target), ...]`` over the site's manifest (normalised)."""
+    out: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for entry, clips in site_videos(model, site_folder):
         known = entry["subject"] if model.has_personality and entry["subject"] in model.subjects() else None
         prediction = float(np.mean(model.score_clips(clips, subject=known).prediction))
-        out[entry["subject"]].append((int(entry["visit"]), prediction - float(entry["score"]) / model.score_max))
+        out[entry["subject"]].append((int(entry["visit"]), prediction, float(entry["score"]) / model.score_max))
     return out
+
+
+def residuals_of(predictions: dict[str, list[tuple[int, float, float]]]) -> dict[str, list[tuple[int, float]]]:
+    """Subject -> ``[(visit, prediction - target), ...]``."""
+    return {s: [(v, p - t) for v, p, t in visits] for s, visits in predictions.items()}
+
+
+def visit_residuals(model: SiteModel, site_folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Subject -> ``[(visit, prediction - target), ...]`` over the site's manifest."""
+    return residuals_of(visit_predictions(model, site_folder))
+
+
+def split_change(predictions: dict[str, list[tuple[int, float, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per subject with two or more visits: ``(predicted change, true change, memory error)``.
+
+    A change is the last (scored) visit minus the mean of the earlier ones; the memory error is
+    the mean target of the earlier visits minus the last target (the ``person_memory`` reference).
+    """
+    predicted, true, memory = [], [], []
+    for visits in predictions.values():
+        if len(visits) < 2:
+            continue
+        *earlier, (_, last_pred, last_target) = sorted(visits)
+        past_target = float(np.mean([t for _, _, t in earlier]))
+        predicted.append(last_pred - float(np.mean([p for _, p, _ in earlier])))
+        true.append(last_target - past_target)
+        memory.append(past_target - last_target)
+    return np.array(predicted), np.array(true), np.array(memory)
+
+
+def tracking_figures(predicted: np.ndarray, true: np.ndarray, memory: np.ndarray) -> dict[str, float]:
+    """Does the model follow a known person's change of state, or only recognise the person?
+
+    ``change_correlation`` is ~1 for a model that reads each visit's state and ~0 for one that
+    predicts a person's past scores whatever the visit shows; ``change_gain`` is the slope of
+    predicted on true change (1: the full change followed, 0: none); ``memory_rmse`` is the
+    error of the ``person_memory`` reference on the same visits.
+    """
+    defined = len(true) > 2 and predicted.std() > 0 and true.std() > 0
+    return {"change_correlation": float(np.corrcoef(predicted, true)[0, 1]) if defined else float("nan"),
+            "change_gain": float(np.dot(predicted, true) / np.dot(true, true)) if len(true) and true.any() else float("nan"),
+            "memory_rmse": float(np.sqrt(np.mean(memory ** 2))) if len(memory) else float("nan")}
 
 
 def split_bias(residuals: dict[str, list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,16 +112,21 @@ def figures(scored: np.ndarray, biases: np.ndarray) -> dict[str, float]:
 def run_report(run_dir: Path) -> dict[str, Any]:
     """Per site and pooled over the run's sites."""
     state_root, cohort = run_locations(run_dir)
-    sites, pooled_scored, pooled_bias = {}, [], []
+    sites, pooled_scored, pooled_bias, pooled_change = {}, [], [], []
     for state in sorted(p for p in state_root.iterdir() if (p / "model").is_dir()):
-        scored, biases = split_bias(visit_residuals(load_model_dir(state / "model"), cohort / state.name))
-        sites[state.name] = figures(scored, biases)
+        predictions = visit_predictions(load_model_dir(state / "model"), cohort / state.name)
+        scored, biases = split_bias(residuals_of(predictions))
+        change = split_change(predictions)
+        sites[state.name] = {**figures(scored, biases), **tracking_figures(*change)}
         pooled_scored.append(scored)
         pooled_bias.append(biases)
+        pooled_change.append(change)
     if not sites:
         raise SystemExit(f"{run_dir}: no site model under {state_root}")
+    pooled = [np.concatenate([c[i] for c in pooled_change]) for i in range(3)]
     return {"run": str(run_dir), "sites": sites,
-            "overall": figures(np.concatenate(pooled_scored), np.concatenate(pooled_bias))}
+            "overall": {**figures(np.concatenate(pooled_scored), np.concatenate(pooled_bias)),
+                        **tracking_figures(*pooled)}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,3 +31,21 @@ def test_every_video_of_a_site_gets_a_residual(tiny_run):
     rows = (tiny_run.site_dir("site-01") / "manifest.csv").read_text().strip().splitlines()[1:]
     assert sum(len(v) for v in residuals.values()) == len(rows)
     assert all(math.isfinite(r) and -2 < r < 2 for visits in residuals.values() for _, r in visits)
+
+
+def test_tracking_tells_a_model_reading_the_state_from_one_recognising_the_person():
+    from benchmarks.personal_bias import split_change, tracking_figures
+
+    rng = np.random.default_rng(1)
+    truth = {f"s{i}": rng.uniform(0, 1, 3) for i in range(40)}  # three visits each
+
+    def run(predict):
+        preds = {s: [(v + 1, float(predict(s, v)), float(t[v])) for v in range(3)] for s, t in truth.items()}
+        return tracking_figures(*split_change(preds))
+
+    reader = run(lambda s, v: truth[s][v] + rng.normal(0, 0.02))
+    memory = run(lambda s, v: truth[s][:2].mean() + rng.normal(0, 0.02))  # the person's past, whatever the visit
+    assert reader["change_correlation"] > 0.95 and reader["change_gain"] == pytest.approx(1, abs=0.1)
+    assert abs(memory["change_correlation"]) < 0.4 and abs(memory["change_gain"]) < 0.2
+    direct = np.sqrt(np.mean([(t[:2].mean() - t[2]) ** 2 for t in truth.values()]))
+    assert reader["memory_rmse"] == pytest.approx(direct) == memory["memory_rmse"]
