@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from mpdrm.contract import keys
 from mpdrm.contract.runconfig import build, merged
 from mpdrm.contract.sharing import build_site_model, check_inbound, kept_names, load_weights, outbound_state, run_shared_names
-from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
+from mpdrm.contract.site_data import calibration_offset, eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import derive_seed
 from mpdrm.inference.keep import MODEL_SUBDIR, keep_site_model, personality_of
 from mpdrm.training import TrainConfig, center_personality, evaluate, round_lr_factor, train_local
@@ -166,10 +166,13 @@ def handle_evaluate(message: Message, context: Context, overrides: Mapping[str, 
     config = message.content.config_records.get("config")
     server_round = int(config["server-round"]) if config is not None and "server-round" in config else 0
     s = open_session(message, context, overrides, for_round=server_round + 1)
+    offset = calibration_offset(s.model, s.data, s.cfg)
     results = evaluate(s.model, eval_loader(s.data.test, s.cfg), task=str(s.cfg["data.task"]),
-                       **personality_source(s.data, s.cfg))
-    keep_model(s, context, server_round)
+                       offset=offset or 0.0, **personality_source(s.data, s.cfg))
+    keep_model(s, context, server_round, offset)
     metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
+    if offset is not None:
+        metrics["calibration_offset"] = offset
     metrics.update({"num-examples": int(len(s.data.test)), "site-id": int(s.site.site_id)})
     return Message(RecordDict({"metrics": MetricRecord(metrics), **site_record(s.site)}), reply_to=message)
 
@@ -179,7 +182,7 @@ def site_record(site: Site) -> dict[str, ConfigRecord]:
     return {keys.SITE: ConfigRecord({keys.SITE_NAME: site.name})} if site.simulated else {}
 
 
-def keep_model(s: SiteSession, context: Context, server_round: int) -> None:
+def keep_model(s: SiteSession, context: Context, server_round: int, offset: float | None = None) -> None:
     """Write ``STATE_DIR/model/``: the evaluated model (global shared + local) and what scoring needs.
 
     Written atomically at every evaluation (``mpdrm.inference.keep.keep_site_model``); it
@@ -188,6 +191,6 @@ def keep_model(s: SiteSession, context: Context, server_round: int) -> None:
     try:
         keep_site_model(s.site.state_dir / MODEL_SUBDIR, s.model, s.data, s.cfg, site=s.site.name,
                         run_id=int(context.run_id) if context.run_id else None, server_round=server_round,
-                        personality=personality_of(s.cfg))
+                        personality=personality_of(s.cfg), calibration_offset=offset)
     except OSError as error:
         log.warning("site %s round %d: model directory not written (%s)", s.site.name, server_round, error)

@@ -449,14 +449,17 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
 
 def evaluate(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, task: str | None = None,
              personality: str = "clip", device: str = "auto",
-             reference: Iterable[Mapping[str, torch.Tensor]] | None = None) -> dict[str, float]:
+             reference: Iterable[Mapping[str, torch.Tensor]] | None = None, offset: float = 0.0) -> dict[str, float]:
     """Video-level metrics (regression: rmse, mae, pcc, ccc and the error's split into a
     per-subject bias and the rest, `mpdrm.metrics.error_decomposition`; classification:
     accuracy, f1, auc) under plain names and clip-level ones prefixed ``clip_``, in units of
     the normalised target.
-    `task` defaults to the model's; ``personality`` and ``reference`` as in :func:`predict`."""
+    `task` defaults to the model's; ``personality`` and ``reference`` as in :func:`predict`;
+    ``offset`` is added to every regression score first (a site's calibration, `mpdrm.calibration`)."""
     task = task or unwrap(model).config.task
     out = predict(model, loader, personality=personality, device=device, reference=reference)
+    if offset and task == "regression":
+        out["prediction"] = out["prediction"] + np.float32(offset)
     return clip_and_video_metrics(out["prediction"], out["target"], out["video"], task, subjects=out["subject"])
 
 

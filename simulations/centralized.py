@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from mpdrm.contract.runconfig import build, merged
 from mpdrm.contract.initial import INIT_FILE, save_initial_weights
 from mpdrm.contract.sharing import build_site_model, outbound_state, shared_names
-from mpdrm.contract.site_data import eval_loader, personality_source, site_data, train_loader
+from mpdrm.contract.site_data import calibration_offset, eval_loader, personality_source, site_data, train_loader
 from mpdrm.contract.sites import cohort_sites, derive_seed
 from mpdrm.persistence import seed_all
 from mpdrm.training import TrainConfig, center_personality, evaluate, train_local
@@ -75,9 +75,11 @@ class Pooled(ConcatDataset):
 def _evaluate_sites(model: torch.nn.Module, sites: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     per_site: dict[str, dict[str, Any]] = {}
     for name, data in sites.items():
+        offset = calibration_offset(model, data, cfg)  # each site's own, as a federated site does
         metrics = evaluate(model, eval_loader(data.test, cfg), task=str(cfg["data.task"]),
-                           **personality_source(data, cfg))
-        per_site[name] = {**{k: float(v) for k, v in metrics.items()}, "num-examples": len(data.test)}
+                           offset=offset or 0.0, **personality_source(data, cfg))
+        per_site[name] = {**{k: float(v) for k, v in metrics.items()}, "num-examples": len(data.test),
+                          **({"calibration_offset": offset} if offset is not None else {})}
     overall = dict(weighted_average(per_site))
     return {**overall, "per_site": per_site}
 

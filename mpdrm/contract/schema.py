@@ -226,6 +226,9 @@ class EvalSection:
     # person, else clip | clip (p from the scored clip) | subject_mean (from all the subject's
     # scored clips) | reference
     personality: str = "auto"
+    # a site's own offset added to the shared model's scores, fitted on its training videos
+    # (mpdrm.calibration): offset | none
+    calibration: str = "offset"
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from mpdrm.calibration import check_calibration, fit_site_offset
 from mpdrm.contract.runconfig import run_prepare_config, section
 from mpdrm.data import load_site
 from mpdrm.data.prepare import PrepareConfig
@@ -72,6 +73,16 @@ def personality_source(data: Any, cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"eval.personality=reference needs a protocol that knows the person "
                          f"(visits | enrolled), not eval.protocol={cfg['eval.protocol']}")
     return {"personality": mode, "reference": eval_loader(data.reference, cfg)}
+
+
+def calibration_offset(model: Any, data: Any, cfg: Mapping[str, Any]) -> float | None:
+    """The site's ``eval.calibration`` offset for ``model`` (:func:`mpdrm.calibration.fit_site_offset`
+    on its training clips); ``None`` when calibration is off, the task is not regression or the
+    site has no training clips."""
+    mode = check_calibration(str(cfg.get("eval.calibration", "none")))
+    if mode == "none" or str(cfg["data.task"]) != "regression" or not len(data.train):
+        return None
+    return fit_site_offset(model, eval_loader(data.train, cfg), scoring=personality_mode(cfg))
 
 
 def train_loader(dataset: Any, cfg: Mapping[str, Any], seed: int) -> DataLoader:

@@ -26,7 +26,7 @@ import torch
 
 from mpdrm import tensorfile
 from mpdrm.contract.sharing import build_site_model, load_weights
-from mpdrm.contract.site_data import site_data
+from mpdrm.contract.site_data import calibration_offset, site_data
 
 from .keep import MODEL_SUBDIR, keep_site_model, personality_of
 
@@ -122,7 +122,7 @@ def export_model_dir(out: Path, cfg: Mapping[str, Any], shared: Mapping[str, Any
     load_weights(model, {k: _tensor(v) for k, v in shared.items()}, {k: _tensor(v) for k, v in local.items()})
     model.eval()
     return keep_site_model(Path(out), model, data, cfg, site=data.name, run_id=run_id, server_round=server_round,
-                           personality=personality_of(cfg))
+                           personality=personality_of(cfg), calibration_offset=calibration_offset(model, data, cfg))
 
 
 def export_from_run(run_dir: Path, state_dir: Path, site_dir: Path, out: Path | None = None,

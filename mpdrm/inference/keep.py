@@ -89,7 +89,8 @@ def model_meta(model: torch.nn.Module, data: Any, cfg: Mapping[str, Any], *, sit
 
 
 def keep_site_model(target: Path, model: torch.nn.Module, data: Any, cfg: Mapping[str, Any], *, site: str,
-                    run_id: int | None, server_round: int, personality: str) -> Path:
+                    run_id: int | None, server_round: int, personality: str,
+                    calibration_offset: float | None = None) -> Path:
     """Write the site's model directory ``target`` for the evaluated ``model``.
 
     Parameters
@@ -104,10 +105,14 @@ def keep_site_model(target: Path, model: torch.nn.Module, data: Any, cfg: Mappin
         The merged flat run config (``prepare.*``, ``mode``, ``data.eval_batch_size``).
     site, run_id, server_round, personality
         Recorded in ``model.json``.
+    calibration_offset : float, optional
+        The site's calibration offset (``mpdrm.calibration``), recorded in ``model.json`` and
+        added to every score the directory serves; ``None``: no calibration.
     """
     weights = {k: v.detach().cpu().clone() for k, v in mpdrm.unwrap(model).state_dict().items()}
     subjects = training_references(model, data, int(cfg["data.eval_batch_size"]))
     meta = model_meta(model, data, cfg, site=site, run_id=run_id, server_round=server_round, personality=personality)
+    meta["calibration"] = {"offset": float(calibration_offset)} if calibration_offset is not None else None
     return write_model_dir(target, weights, subjects, meta)
 
 

@@ -120,6 +120,11 @@ class SiteModel:
         return str(self.meta["task"])
 
     @property
+    def calibration_offset(self) -> float:
+        """The site's calibration offset added to every regression score (0 without one)."""
+        return float((self.meta.get("calibration") or {}).get("offset", 0.0))
+
+    @property
     def score_max(self) -> float:
         return float(self.meta["score_max"])
 
@@ -200,7 +205,7 @@ class SiteModel:
         for batch in self._batches(clips, progress=progress):
             override = ref.expand(len(batch["clips"]), -1) if ref is not None else None
             out = self.model(batch["clips"], personality=override).prediction
-            preds.append(out.softmax(-1) if self.task == "classification" else out)
+            preds.append(out.softmax(-1) if self.task == "classification" else out + self.calibration_offset)
         return ClipScores(torch.cat(preds).float().numpy(), personality, warnings)
 
     def summarise(self, video: str, scores: ClipScores, meta: dict[str, Any]) -> VideoScore:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simulations.centralized import run_centralized
@@ -49,4 +50,6 @@ def test_federated_baselines(cohort: Path, tmp_path: Path, mode: str) -> None:
 def test_centralized(cohort: Path, tmp_path: Path) -> None:
     summary = run_centralized(_config(cohort, tmp_path, "centralized"))
     _check_shape(summary, "centralized")
+    # each site's own calibration offset (eval.calibration=offset, the default), as in federation
+    assert all(np.isfinite(summary["final"]["per_site"][s]["calibration_offset"]) for s in ("site-01", "site-02"))
     assert (tmp_path / "run" / "summary.json").is_file() and (tmp_path / "run" / "plots" / "eval.png").is_file()

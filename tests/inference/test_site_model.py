@@ -48,7 +48,10 @@ def test_each_site_keeps_its_model_and_scores_like_the_final_evaluation(tiny_run
     data = _data(tiny_run, site)
     cfg = merged(tiny_run.cfg)
     ref = predict(sm.model, eval_loader(data.test, cfg), personality="clip")
-    want, target = video_level(ref["prediction"], ref["target"], ref["video"], "regression")
+    # the site's calibration offset (eval.calibration=offset, the default) is served as evaluated
+    offset = tiny_run.summary["final"]["per_site"][site]["calibration_offset"]
+    assert sm.calibration_offset == pytest.approx(offset, abs=1e-7) and offset != 0
+    want, target = video_level(ref["prediction"] + offset, ref["target"], ref["video"], "regression")
     got = np.array([sm.score_clips(_video_clips(data, v)).prediction.astype(np.float64).mean()
                     for v in _test_videos(data)])
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -154,7 +157,7 @@ def test_references_from_all_test_clips_give_the_subject_mean_evaluation(tiny_ru
     shutil.copytree(tiny_run.state_dir(site) / "model", tmp_path / "m")
     sm = load_model_dir(tmp_path / "m")
     ref = predict(sm.model, eval_loader(data.test, merged(tiny_run.cfg)), personality="subject_mean")
-    want, _ = video_level(ref["prediction"], ref["target"], ref["video"], "regression")
+    want, _ = video_level(ref["prediction"] + sm.calibration_offset, ref["target"], ref["video"], "regression")
     for j, patient in enumerate(data.test_subject_ids):
         index = data.num_subjects + j
         clips = np.stack([data.test.clip(i) for i in range(len(data.test)) if data.test.subjects[i] == index])
