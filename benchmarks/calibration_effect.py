@@ -12,7 +12,6 @@ run's own: per-site RMSE averaged with the sites' scored clips as weights.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 if not __package__:  # run as a script: the repository's packages first
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.run_probe import probe_main  # noqa: E402
 from mpdrm.contract.runconfig import merged  # noqa: E402
 from mpdrm.contract.site_data import calibration_offset, eval_loader, personality_source, site_data  # noqa: E402
 from mpdrm.inference.model import load_model_dir  # noqa: E402
@@ -55,22 +55,14 @@ def run_report(run_dir: Path) -> dict[str, Any]:
     return {"run": run_dir.name, "protocol": cfg["eval.protocol"], "sites": sites, "overall": overall}
 
 
+def describe(report: dict[str, Any]) -> str:
+    """One line per run: overall RMSE without -> with calibration, each site's offset."""
+    return (f"{report['run']}: rmse {report['overall']['rmse']:.4f} -> {report['overall']['rmse_calibrated']:.4f} | "
+            + " ".join(f"{n} {s['offset']:+.3f}" for n, s in report["sites"].items()))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, help="write the reports here as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    reports = []
-    for run_dir in args.run_dirs:
-        reports.append(run_report(run_dir))
-        r = reports[-1]
-        print(f"{r['run']}: rmse {r['overall']['rmse']:.4f} -> {r['overall']['rmse_calibrated']:.4f} | "
-              + " ".join(f"{n} {s['offset']:+.3f}" for n, s in r["sites"].items()), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(reports, indent=1))
-    return 0
+    return probe_main(__doc__, run_report, describe, argv)
 
 
 if __name__ == "__main__":

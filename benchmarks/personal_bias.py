@@ -20,20 +20,18 @@ personality branch is meant to remove - rather than per-visit noise.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 if not __package__:  # run as a script: the repository's packages first
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.personality_use import run_locations, site_videos  # noqa: E402
+from benchmarks.run_probe import probe_main  # noqa: E402
 from mpdrm.inference.model import SiteModel, load_model_dir  # noqa: E402
 
 
@@ -129,22 +127,14 @@ def run_report(run_dir: Path) -> dict[str, Any]:
                         **tracking_figures(*pooled)}}
 
 
+def describe(report: dict[str, Any]) -> str:
+    """One line per run: its overall figures."""
+    return Path(report["run"]).name + " " + " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report["overall"].items())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, help="write the reports here as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    reports = []
-    for run_dir in args.run_dirs:
-        reports.append(run_report(run_dir))
-        overall = reports[-1]["overall"]
-        print(run_dir.name, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in overall.items()), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(reports, indent=2))
-    return 0
+    return probe_main(__doc__, run_report, describe, argv)
 
 
 if __name__ == "__main__":
