@@ -18,9 +18,12 @@ Regression only (a class probability is not shifted).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the run-config check imports the choices without torch
+    import torch
 
 CALIBRATIONS = ("none", "offset")
 

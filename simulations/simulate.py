@@ -25,7 +25,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from mpdrm.contract.runconfig import merged, run_prepare_config, to_flat
+from mpdrm.contract.runconfig import check_choices, merged, run_prepare_config, to_flat
 from mpdrm.contract.site_data import evaluated_visits
 from mpdrm.contract.schema import RunSchema
 from mpdrm.contract.sites import cohort_sites
@@ -77,6 +77,10 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     cohort = resolve_cohort(cfg)
     num_sites = len(cohort_sites(cohort))
     run_config = build_run_config(cfg, cohort, run_dir, num_sites)
+    try:
+        check_choices(run_config)
+    except ValueError as error:
+        raise SystemExit(f"mpdrm-simulate: {error}") from None
     prepare_cohort(cohort, run_prepare_config(run_config), int(cfg.data.prepare_workers),
                    score_max=float(run_config["data.score_max"]))
 

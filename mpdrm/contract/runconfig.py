@@ -197,13 +197,37 @@ def suggestion(key: str, known: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    from mpdrm.calibration import CALIBRATIONS  # noqa: PLC0415 (light: no torch)
+    from mpdrm.config import DEPRESSION_INPUTS  # noqa: PLC0415
+    from mpdrm.data.splits import PROTOCOLS  # noqa: PLC0415
+
+    return {"eval.protocol": PROTOCOLS, "eval.calibration": CALIBRATIONS, "model.depression_input": DEPRESSION_INPUTS}
+
+
+def check_choices(cfg: Mapping[str, Any], source: str = "run config") -> None:
+    """Refuse a value outside its key's few allowed words (``eval.protocol``, ``eval.calibration``,
+    ``model.depression_input``), so a typo stops the run before any site starts.
+
+    Raises
+    ------
+    ValueError
+        ``"run config: eval.calibration='affine' is not one of ('none', 'offset')"``.
+    """
+    bad = [f"{source}: {k}={cfg[k]!r} is not one of {allowed}" for k, allowed in _choices().items()
+           if k in cfg and cfg[k] not in allowed]
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
 def merged(*configs: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The schema's flat defaults, then ``configs`` left to right (checked), then ``extra``.
 
     Parameters
     ----------
     *configs : Mapping, optional
-        Run configs (``context.run_config``, the harness's overrides); unknown keys are an error.
+        Run configs (``context.run_config``, the harness's overrides); unknown keys, and values
+        outside a key's choices (:func:`check_choices`), are an error.
     extra : Mapping, optional
         Unchecked entries layered last (an instruction's ConfigRecord: ``server-round``, ...).
     """
@@ -211,6 +235,7 @@ def merged(*configs: Mapping[str, Any] | None, extra: Mapping[str, Any] | None =
     for cfg in configs:
         if cfg:
             check_keys(cfg)
+            check_choices(cfg)
             out.update(dict(cfg))
     if extra:
         out.update(dict(extra))

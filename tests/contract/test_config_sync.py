@@ -51,6 +51,13 @@ def test_config_sync_run_defaults_are_the_schema_sections():
     assert to_flat(RunSchema()) == flat
 
 
+def test_a_value_outside_its_choices_is_refused_before_any_site_starts():
+    for key, bad in (("eval.protocol", "visit"), ("eval.calibration", "affine"), ("model.depression_input", "flow")):
+        with pytest.raises(ValueError, match=f"run config: {key}='{bad}' is not one of"):
+            merged({key: bad})
+    assert merged({"eval.calibration": "none", "eval.protocol": "enrolled"})["eval.calibration"] == "none"
+
+
 def test_config_sync_unknown_key_names_the_closest():
     with pytest.raises(ValueError, match=r"unknown key 'trian\.lr' \(did you mean 'train\.lr'\?\)"):
         merged({"trian.lr": 0.1})

@@ -40,3 +40,21 @@ def test_evaluate_shifts_every_score_by_the_offset(brightness_dataset):
     assert shifted["rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - target) ** 2))), abs=1e-6)
     assert shifted["mean_error"] == pytest.approx(0.0, abs=1e-6)  # fitted on these very videos
     assert abs(plain["mean_error"]) > 1e-3 and shifted["pcc"] == pytest.approx(plain["pcc"], abs=1e-6)
+
+
+def test_a_site_fits_no_offset_when_calibration_is_off_for_classes_or_without_training_clips(brightness_dataset):
+    from types import SimpleNamespace
+
+    from mpdrm.contract.site_data import calibration_offset
+
+    torch.manual_seed(0)
+    model = mpdrm.build_model("tiny", num_subjects=4, image_size=32, frames=8)
+    cfg = {"eval.calibration": "offset", "data.task": "regression", "data.eval_batch_size": 8, "data.workers": 0,
+           "eval.personality": "auto", "eval.protocol": "subjects"}
+    data = SimpleNamespace(train=brightness_dataset(n=8))
+    assert calibration_offset(model, data, cfg) == pytest.approx(fit_site_offset(model, DataLoader(data.train, batch_size=8)))
+    assert calibration_offset(model, data, {**cfg, "eval.calibration": "none"}) is None
+    assert calibration_offset(model, data, {**cfg, "data.task": "classification"}) is None
+    assert calibration_offset(model, SimpleNamespace(train=[]), cfg) is None
+    with pytest.raises(ValueError, match="eval.calibration must be one of"):
+        calibration_offset(model, data, {**cfg, "eval.calibration": "Offset"})
