@@ -53,9 +53,10 @@ VARIANTS: dict[str, list[str]] = {
                         "train.center_personality=true"],
 }
 #: Reference errors on each cell's scored visits (``mpdrm.data.cohorts.references_on``);
-#: ``person_memory`` (each person's mean score on their other visits) exists only where the
-#: people are known (``visits``, ``enrolled``).
-REFERENCES = ("oracle", "habit_blind", "constant", "person_memory")
+#: ``site_mean`` (each site's mean score on its unscored visits: a site-calibrated model that
+#: learned nothing); ``person_memory`` (each person's mean score on their other visits) exists
+#: only where the people are known (``visits``, ``enrolled``).
+REFERENCES = ("oracle", "habit_blind", "constant", "site_mean", "person_memory")
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,8 @@ def row(cell: Cell, summary: dict[str, Any], process: float | None = None) -> di
     process, engine start-up and cohort preparation included)."""
     final = summary.get("final") or {}
     refs = summary.get("reference") or {}
-    if refs and "person_memory" not in refs and cell.protocol != "subjects":
-        refs = references_of(summary) or refs  # a run from before person_memory existed
+    if refs and "site_mean" not in refs:
+        refs = references_of(summary) or refs  # a run from before site_mean / person_memory existed
     return {**cell.__dict__, "rmse": final.get("rmse"), "ccc": final.get("ccc"),
             "subject_bias_rmse": final.get("subject_bias_rmse"), "within_subject_rmse": final.get("within_subject_rmse"),
             **{r: (refs.get(r) or {}).get("rmse") for r in REFERENCES},

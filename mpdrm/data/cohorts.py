@@ -237,6 +237,8 @@ def references_on(oracle: Mapping[str, Any], visits: Collection[tuple[str, str, 
     not evaluated: the ``visits`` and ``enrolled`` protocols) scores each visit with the mean
     score of that person's other visits, the ones a model trained on or was enrolled with: what
     a model gets that recognises *who* is on the video and reads nothing of their state.
+    ``site_mean`` scores each visit with the mean score of its site's visits that are not
+    evaluated: a site-calibrated model (``eval.calibration=offset``) that learned nothing.
 
     Raises
     ------
@@ -261,7 +263,24 @@ def references_on(oracle: Mapping[str, Any], visits: Collection[tuple[str, str, 
     memory = person_memory(oracle["visits"], set(visits))
     if memory is not None:
         refs["person_memory"] = rmse(np.array([memory[k] for k in sorted(set(visits))]))
+    site = site_mean(oracle["visits"], set(visits))
+    if site is not None:
+        refs["site_mean"] = rmse(np.array([site[k] for k in sorted(set(visits))]))
     return refs
+
+
+def site_mean(all_visits: Collection[Mapping[str, Any]], evaluated: Collection[tuple[str, str, int]]
+              ) -> dict[tuple[str, str, int], float] | None:
+    """Each evaluated visit -> the mean score of its site's visits that are not evaluated (what a
+    site-calibrated model that learned nothing scores); ``None`` when a site has no such visit."""
+    evaluated = set(evaluated)
+    known: dict[str, list[float]] = {}
+    for v in all_visits:
+        if (v["site"], v["subject"], int(v["visit"])) not in evaluated:
+            known.setdefault(v["site"], []).append(float(v["score"]))
+    if any(k[0] not in known for k in evaluated):
+        return None
+    return {k: float(np.mean(known[k[0]])) for k in evaluated}
 
 
 def person_memory(all_visits: Collection[Mapping[str, Any]], evaluated: Collection[tuple[str, str, int]]

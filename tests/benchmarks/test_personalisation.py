@@ -40,7 +40,7 @@ def test_rows_and_table_carry_the_model_the_references_and_the_error_split(tmp_p
     rows = [row(c, finished(c, Scale(), tmp_path), process_seconds(c, tmp_path)) for c in cells]
     assert rows[0]["process_seconds"] == 12.5 and rows[1]["subject_bias_rmse"] == 0.15
     text = table(rows, ("variant", "protocol"))
-    assert "| mpdrm | visits | 2 | 0.250 ± 0.071 | 0.050 ± 0.000 | n/a | n/a | n/a | 0.125 ± 0.035 | n/a |" in text
+    assert "| mpdrm | visits | 2 | 0.250 ± 0.071 | 0.050 ± 0.000 | n/a | n/a | n/a | n/a | 0.125 ± 0.035 | n/a |" in text
 
 
 def test_the_plan_scores_every_headline_protocol_and_the_confound_sweep_on_visits():

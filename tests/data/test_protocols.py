@@ -103,3 +103,17 @@ def test_person_memory_is_the_mean_score_of_each_persons_other_visits(tiny_cohor
     everything = chosen + [(v["site"], v["subject"], int(v["visit"])) for v in oracle["visits"]
                            if (v["site"], v["subject"]) == person]
     assert "person_memory" not in references_on(oracle, everything)
+
+
+def test_site_mean_is_the_mean_score_of_the_sites_unscored_visits(tiny_cohort):
+    oracle = json.loads((tiny_cohort / "oracle.json").read_text())
+    chosen = [(v["site"], v["subject"], int(v["visit"])) for v in oracle["visits"] if int(v["visit"]) == 2]
+    errors = []
+    for v in oracle["visits"]:
+        if int(v["visit"]) == 2:
+            rest = [w["score"] for w in oracle["visits"] if w["site"] == v["site"] and int(w["visit"]) != 2]
+            errors.append(np.mean(rest) - v["score"])
+    got = references_on(oracle, chosen)["site_mean"]["rmse"]
+    assert got == pytest.approx(np.sqrt(np.mean(np.square(errors))) / oracle["score_max"], abs=1e-5)
+    every = [(v["site"], v["subject"], int(v["visit"])) for v in oracle["visits"]]
+    assert "site_mean" not in references_on(oracle, every)  # nothing left to take a mean of
