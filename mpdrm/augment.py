@@ -93,9 +93,6 @@ class ClipAugment:
             raise ValueError(f"augment_strength must be in [0, 1], got {self.strength}")
         object.__setattr__(self, "_gen", torch.Generator().manual_seed(int(self.seed) % 2**63))
 
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
     def clips(self, clips: torch.Tensor) -> torch.Tensor:
         """The transformed (B, C, T, H, W) batch (a new tensor; the input is untouched)."""
         gen: torch.Generator = self._gen  # type: ignore[attr-defined]

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .metrics import video_level
+
 if TYPE_CHECKING:  # the run-config check imports the choices without torch
     import torch
 
@@ -35,14 +37,6 @@ def check_calibration(name: str) -> str:
     return name
 
 
-def video_means(values: np.ndarray, video: np.ndarray) -> np.ndarray:
-    """The mean of ``values`` per video, in sorted video order."""
-    ids, inverse = np.unique(video, return_inverse=True)
-    sums = np.zeros(len(ids), np.float64)
-    np.add.at(sums, inverse, values.astype(np.float64))
-    return sums / np.bincount(inverse, minlength=len(ids))
-
-
 def site_offset(prediction: np.ndarray, target: np.ndarray, video: np.ndarray) -> float:
     """``mean over videos (target - prediction)``, each video weighted once whatever its clips.
 
@@ -53,7 +47,8 @@ def site_offset(prediction: np.ndarray, target: np.ndarray, video: np.ndarray) -
     """
     if len(prediction) == 0:
         raise ValueError("no training clips to calibrate on")
-    return float(np.mean(video_means(target, video) - video_means(prediction, video)))
+    per_video_prediction, per_video_target = video_level(prediction, target, video, "regression")
+    return float(np.mean(per_video_target - per_video_prediction))
 
 
 def training_personality(scoring: str) -> str:
@@ -73,5 +68,4 @@ def fit_site_offset(model: torch.nn.Module, training: Iterable[Mapping[str, torc
     return site_offset(out["prediction"], out["target"], out["video"])
 
 
-__all__ = ["CALIBRATIONS", "check_calibration", "fit_site_offset", "site_offset", "training_personality",
-           "video_means"]
+__all__ = ["CALIBRATIONS", "check_calibration", "fit_site_offset", "site_offset", "training_personality"]
