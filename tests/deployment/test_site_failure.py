@@ -1,8 +1,10 @@
 """Sites crash and come back: three real SuperNodes running the real FedMPDRM app.
 
 One deployment (TLS + SuperNode auth) with three sites serves the module; one crash
-(the SuperLink needs about a minute of missed heartbeats to notice it) serves every check:
+(the SuperLink notices it after two missed heartbeats: the sites run ``mpdrm-supernode
+--heartbeat-interval 10``, so about 20 s instead of Flower's 60) serves every check:
 
+0. the SuperLink records the sites' announced heartbeat interval (10 s, not Flower's 30);
 1. a run with ``min-sites=3`` (2 rounds): site-03 is killed (SIGKILL of its whole process
    tree) while it trains round 2; the SuperLink answers for the dead node, and the run
    must fail (``finished:failed``) with a message naming the minimum, the sites that
@@ -36,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 SITES = ("site-01", "site-02", "site-03")
 STATE_FILE = "site_state.safetensors"  # client/state.py: STATE_DIR/site_state.safetensors
 BASE_CONFIG = {**TINY_RUN, "fraction-evaluate": 0.0}
+HEARTBEAT = 10.0
 
 
 def _state(state_dir: Path) -> dict | None:
@@ -64,7 +67,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment
     """SuperLink + three registered, online SuperNodes on a tiny synthetic cohort."""
     root = tmp_path_factory.mktemp("failure")
     cohort = tiny_cohort(root, sites=3)
-    dep = Deployment(root / "deploy", num_site_keys=3)
+    dep = Deployment(root / "deploy", num_site_keys=3, heartbeat_interval=HEARTBEAT)
     try:
         dep.start_federation(cohort, root / "state", SITES)
         yield dep
@@ -121,6 +124,7 @@ def test_killed_site_fails_or_completes_by_min_sites_then_restarted_site_continu
     three_sites: Deployment,
 ) -> None:
     dep = three_sites
+    assert sorted(dep.heartbeat_intervals().values()) == [HEARTBEAT] * 3, dep.heartbeat_intervals()
     run_dir = dep.root / "run"
     victim = "site-03"
     run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 2, "min-sites": 3,

@@ -12,13 +12,13 @@ import pytest
 from tests.deployment.deploylib.harness import Deployment
 from tests.deployment.deploylib.tiny import tiny_cohort
 from tests.faults.driver import DeployedFederation
-from tests.faults.scripts import SITES, Script
+from tests.faults.scripts import HEARTBEAT, SITES, Script
 
 
 def two_site_deployment(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Deployment]:
     """Start the deployment; stop it afterwards and fail if a process was left running."""
     root = tmp_path_factory.mktemp(name)
-    dep = Deployment(root / "deploy", num_site_keys=len(SITES))
+    dep = Deployment(root / "deploy", num_site_keys=len(SITES), heartbeat_interval=HEARTBEAT)
     try:
         dep.start_federation(tiny_cohort(root, sites=len(SITES)), root / "state", SITES)
         yield dep

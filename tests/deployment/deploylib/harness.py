@@ -1,7 +1,9 @@
 """A whole deployment on 127.0.0.1: SuperLink, SuperNodes and the ``flwr`` CLI, in tmp_path.
 
 Everything goes through Flower's real commands (``flower-superlink``, ``flower-supernode``,
-``flwr supernode register``, ``flwr run``, ``flwr ls``, ``flwr log``) and ``mpdrm-deploy``.
+``flwr supernode register``, ``flwr run``, ``flwr ls``, ``flwr log``), ``mpdrm-deploy`` and
+``mpdrm-supernode`` (Flower's SuperNode with a shorter heartbeat, where a test waits for a
+killed site to be counted offline).
 :meth:`Deployment.close` stops every process it started, by pid, and reports leftovers.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,10 +134,14 @@ class Deployment:
         Working folder (pytest's tmp_path); keys, logs, FLWR_HOME and database go here.
     num_site_keys : int
         How many site key pairs to generate (``site-01`` ...).
+    heartbeat_interval : float, optional
+        Sites run ``mpdrm-supernode --heartbeat-interval`` this many seconds (a killed site
+        is counted offline after two); None: Flower's ``flower-supernode`` (30 s).
     """
 
-    def __init__(self, root: Path, num_site_keys: int = 3) -> None:
+    def __init__(self, root: Path, num_site_keys: int = 3, heartbeat_interval: float | None = None) -> None:
         self.root = Path(root)
+        self.heartbeat_interval = heartbeat_interval
         self.logs = self.root / "logs"
         self.flwr_home = self.root / "flwr-home"
         self.env = base_env(self.flwr_home)
@@ -199,6 +206,12 @@ class Deployment:
         res = self.cli("flwr", "supernode", "register", str(self.site_keys[site].public_key),
                        CONNECTION, "--name", site, "--format", "json")
         return int(_last_json(res.stdout)["node-id"])
+
+    def heartbeat_intervals(self) -> dict[int, float]:
+        """Each node's heartbeat interval as the SuperLink recorded it (its SQLite database)."""
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT node_id, heartbeat_interval FROM node WHERE status = 'online'")
+            return {int(node): float(interval) for node, interval in rows}
 
     def nodes(self) -> list[dict]:
         """``flwr supernode ls`` as a list of dicts."""
@@ -281,8 +294,10 @@ class Deployment:
         port = tap_obj.listen_port if tap_obj else self.port
         # each SuperNode keeps its FAB cache etc. in its own FLWR_HOME, like a separate machine
         env = base_env(self.root / "site-homes" / label)
-        argv = [str(BIN / "flower-supernode"), "--superlink", f"127.0.0.1:{port}",
-                "--port", str(procs.free_port()), "--node-config", " ".join(parts)]
+        argv = ([str(BIN / "flower-supernode")] if self.heartbeat_interval is None else
+                [str(BIN / "mpdrm-supernode"), "--heartbeat-interval", str(self.heartbeat_interval)])
+        argv += ["--superlink", f"127.0.0.1:{port}", "--port", str(procs.free_port()),
+                 "--node-config", " ".join(parts)]
         if tls:
             argv += ["--root-certificates", str(root_certificates or self.keys.ca_cert)]
         else:
