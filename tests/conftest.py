@@ -50,8 +50,8 @@ def _one_ray_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 LONG_UNITS: dict[str, float] = {
     "tests/faults/test_coordinator_faults.py": 400,
     "tests/deployment/test_site_failure.py": 340,
-    "tests/faults/test_site_faults.py": 330,
-    "tests/faults/test_simulated_faults.py": 275,
+    "tests/faults/test_simulated_faults.py": 320,
+    "tests/faults/test_site_faults.py": 260,
     "tests/deployment/test_deployed_run.py": 205,
     "tests/federation/test_flwr_run.py": 175,
     "tests/faults/test_too_few_sites.py": 140,
