@@ -17,11 +17,12 @@ every other Flower process) keeps Flower's own 30 s.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-#: Bounds the SuperLink enforces (``flwr.common.constant.HEARTBEAT_MIN_INTERVAL`` / ``_MAX_``).
-MIN_INTERVAL, MAX_INTERVAL = 10.0, 1800.0
+from flwr.common.constant import HEARTBEAT_MAX_INTERVAL as MAX_INTERVAL
+from flwr.common.constant import HEARTBEAT_MIN_INTERVAL as MIN_INTERVAL
 
 #: Modules of Flower 1.42 whose ``HEARTBEAT_DEFAULT_INTERVAL`` the node heartbeat reads at
 #: call time: the Fleet connection (the interval announced) and the sender (how often).
@@ -41,8 +42,6 @@ def set_node_heartbeat(interval: float) -> None:
     if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
         raise ValueError(f"--heartbeat-interval {interval:g}: the SuperLink accepts "
                          f"{MIN_INTERVAL:g} to {MAX_INTERVAL:g} seconds")
-    import importlib  # pylint: disable=import-outside-toplevel
-
     for name in NODE_HEARTBEAT_MODULES:
         module = importlib.import_module(name)
         if not hasattr(module, "HEARTBEAT_DEFAULT_INTERVAL"):
@@ -70,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flwr.supernode.cli import flower_supernode  # pylint: disable=import-outside-toplevel
 
     sys.argv = ["flower-supernode", *rest]
-    result = flower_supernode()
-    return int(result or 0)
+    flower_supernode()
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +210,7 @@ class Deployment:
 
     def heartbeat_intervals(self) -> dict[int, float]:
         """Each node's heartbeat interval as the SuperLink recorded it (its SQLite database)."""
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT node_id, heartbeat_interval FROM node WHERE status = 'online'")
             return {int(node): float(interval) for node, interval in rows}
 
