@@ -33,11 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import write_report  # benchmarks/ is on sys.path when run as a script
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-REFERENCES = ("oracle", "habit_blind", "constant")
+from benchmarks.report import write_report  # noqa: E402
+
+#: ``site_mean``: what a site-calibrated model that learned nothing scores (each site's mean score
+#: on its unscored visits); with ``eval.calibration=offset`` (the default) this, not ``constant``,
+#: is the floor a DP run must beat to have learned anything.
+REFERENCES = ("oracle", "habit_blind", "site_mean", "constant")
 DEFAULT_WORK = ROOT / "benchmarks" / "results" / "dp_recipe_runs"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "dp_recipe.json"
 
@@ -118,7 +121,8 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                              "reference": summary.get("reference"), "wall_seconds": summary.get("wall_seconds")})
                 print(f"{recipe:>10} eps {epsilon!s:>5} seed {seed}: rmse {runs[-1]['rmse']:.4f} "
                       f"({runs[-1]['wall_seconds']:.0f} s)", flush=True)
-            refs = {r: _stats([run["reference"][r]["rmse"] for run in runs if run["reference"]]) for r in REFERENCES}
+            refs = {r: _stats([run["reference"][r]["rmse"] for run in runs if r in (run["reference"] or {})])
+                    for r in REFERENCES}
             table[f"{recipe}/{'none' if epsilon is None else f'{epsilon:g}'}"] = {
                 "runs": runs, "rmse": _stats([r["rmse"] for r in runs]), "ccc": _stats([r["ccc"] for r in runs]),
                 "references": refs}
@@ -134,8 +138,12 @@ def verdicts(table: dict[str, Any]) -> list[str]:
             continue
         ratio = eps8["rmse"]["mean"] / none["rmse"]["mean"]
         below = 1 - eps8["rmse"]["mean"] / eps8["references"]["constant"]["mean"]
-        lines.append(f"{recipe}: eps 8 / no DP = {ratio:.2f} (target <= 1.25: {'met' if ratio <= 1.25 else 'missed'}); "
-                     f"{below:+.0%} below constant (target >= 30 %: {'met' if below >= 0.30 else 'missed'})")
+        line = (f"{recipe}: eps 8 / no DP = {ratio:.2f} (target <= 1.25: {'met' if ratio <= 1.25 else 'missed'}); "
+                f"{below:+.0%} below constant (target >= 30 %: {'met' if below >= 0.30 else 'missed'})")
+        site_mean = eps8["references"].get("site_mean", {}).get("mean")
+        if site_mean:
+            line += f"; {1 - eps8['rmse']['mean'] / site_mean:+.0%} below site_mean (a calibrated model that learned nothing)"
+        lines.append(line)
     return lines
 
 
@@ -212,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("accuracy", "steps"), default=None)
     parser.add_argument("--recipes", nargs="+", default=["scratch", "pretrained"])
     parser.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 4.0, 1.0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                        help="reported seeds (seed 0 is the one the DP settings were chosen on)")
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=40)
     parser.add_argument("--visits", type=int, default=3)
