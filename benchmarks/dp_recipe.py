@@ -99,6 +99,13 @@ def run_one(args: argparse.Namespace, cohort: Path, recipe: str, epsilon: float 
     return _simulate(overrides, args.work / name)
 
 
+def initial_rmse(summary: dict[str, Any]) -> float | None:
+    """RMSE of the run's initial evaluation, before any federated round: for the pretrained
+    recipe, the public model alone (each site's random personality branch and calibration
+    offset), the score private fine-tuning has to improve on."""
+    return ((summary.get("initial") or {}).get("eval") or {}).get("rmse")
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": statistics.fmean(values) if values else None,
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
@@ -117,6 +124,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                 summary = run_one(args, cohort, recipe, epsilon, seed, init)
                 dp = summary.get("dp") or {}
                 runs.append({"seed": seed, "rmse": summary["final"]["rmse"], "ccc": summary["final"].get("ccc"),
+                             "initial_rmse": initial_rmse(summary),
                              "epsilon": max((v["epsilon"] for v in dp.values()), default=None),
                              "reference": summary.get("reference"), "wall_seconds": summary.get("wall_seconds")})
                 print(f"{recipe:>10} eps {epsilon!s:>5} seed {seed}: rmse {runs[-1]['rmse']:.4f} "
@@ -125,6 +133,7 @@ def accuracy(args: argparse.Namespace) -> dict[str, Any]:
                     for r in REFERENCES}
             table[f"{recipe}/{'none' if epsilon is None else f'{epsilon:g}'}"] = {
                 "runs": runs, "rmse": _stats([r["rmse"] for r in runs]), "ccc": _stats([r["ccc"] for r in runs]),
+                "initial_rmse": _stats([r["initial_rmse"] for r in runs if r["initial_rmse"] is not None]),
                 "references": refs}
     return table
 

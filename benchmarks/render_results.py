@@ -79,9 +79,10 @@ def dp_recipe(d: dict[str, Any]) -> Table:
     if d.get("accuracy"):
         refs = ("oracle", "habit_blind", "site_mean", "constant")
         rows = [[key, mean_sd([r["rmse"] for r in v["runs"]]), mean_sd([r["ccc"] for r in v["runs"]], 2),
+                 mean_sd([r.get("initial_rmse") for r in v["runs"]]),
                  *(num((v["references"].get(ref) or {}).get("mean")) for ref in refs), len(v["runs"])]
                 for key, v in d["accuracy"].items()]
-        out += md(["recipe / epsilon", "RMSE", "CCC", *refs, "seeds"], rows)
+        out += md(["recipe / epsilon", "RMSE", "CCC", "RMSE before round 1", *refs, "seeds"], rows)
     if d.get("steps"):
         s = d["steps"]
         out += ["", f"Step time: clip-level DP / no DP {num(s['clip_dp_over_no_dp'], 2)}, patient-level / "
