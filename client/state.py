@@ -8,12 +8,20 @@ The state is a plain dict of data (no objects)::
      "dp": dict | None,            # DP accountant history (client-side DP)
      "site": str}                  # the site's folder name
 
-On disk it lives in ``STATE_DIR/site_state.safetensors`` (:mod:`mpdrm.tensorfile`: data
-only, never executed when read back); the previous version is kept as
-``site_state.prev.safetensors`` so that a server resumed from round ``k`` finds the site's
-state of round ``k`` even if the site had already trained round ``k + 1``, and so that a
-damaged current file (a torn write, a full disk) falls back to the previous state with a
-WARNING. A ``site_state.pt`` of an older version (a pickle) is refused, never loaded.
+It lives in ``STATE_DIR/site_state.safetensors`` (:mod:`mpdrm.tensorfile`: data only, never
+executed when read back); the previous version is kept as ``site_state.prev.safetensors`` so
+that a server resumed from round ``k`` finds the site's state of round ``k`` even if the site
+had already trained round ``k + 1``, and so that a damaged current file (a torn write, a full
+disk) falls back to the previous state with a WARNING. A ``site_state.pt`` of an older version
+(a pickle) is refused, never loaded.
+
+Only the round and the DP ledger are also kept in Flower's ``context.state`` (a few hundred
+bytes): while the node lives, a damaged current file cannot make the site forget the privacy
+steps it took (:meth:`SiteStateStore.candidates`). The weights and optimizer moments stay on
+disk only: in a simulation the engine, i.e. the coordinator's process, holds every site's
+``context`` and ships it to the ClientApp and back with every message, and the whole state
+there (29 MB a site for ``tiny``) made its memory grow by about 45 MiB per site
+(docs/benchmarks.md, "Scale").
 """
 from __future__ import annotations
 
@@ -48,7 +56,7 @@ def _check_state(tree: Any, source: str) -> dict[str, Any]:
 
 
 class SiteStateStore:
-    """Load and save one site's private state (memory mirror + disk)."""
+    """Load and save one site's private state (disk; its DP ledger also in ``context.state``)."""
 
     def __init__(self, state_dir: Path, context: Context) -> None:
         self.state_dir = Path(state_dir)
@@ -60,7 +68,8 @@ class SiteStateStore:
         """The current state file."""
         return self.state_dir / STATE_FILE
 
-    def _mirror(self) -> dict[str, Any] | None:
+    def _ledger(self) -> dict[str, Any] | None:
+        """``{"round", "dp"}`` of the newest state saved by this node process, or ``None``."""
         if CONTEXT_KEY not in self.context.state:
             return None
         blob = self.context.state[CONTEXT_KEY]["blob"]
@@ -98,23 +107,25 @@ class SiteStateStore:
             log(WARNING, "site state %s; ignored, continuing from the readable state (rounds: %s). Under "
                 "client-side DP the privacy ledger of the rounds it held may be missing", problem, rounds)
 
-    def _candidates(self) -> list[dict[str, Any]]:
-        mirror = self._mirror()
+    def _states(self) -> list[dict[str, Any]]:
+        """The readable state files, current first; a WARNING per damaged one."""
         found, problems = self._read_files()
-        if mirror is None and not found and not problems:
+        if not found and not problems:
             self._refuse_legacy()
-        if problems and not found and mirror is None:
+        if problems and not found:
             raise SiteStateError(f"no readable site state in {self.state_dir}: " + "; ".join(problems))
-        self._warn(problems, ([mirror] if mirror is not None else []) + found)
-        return ([mirror] if mirror is not None else []) + found
+        self._warn(problems, found)
+        return found
 
     def candidates(self) -> list[dict[str, Any]]:
-        """Every saved state the site can read (memory mirror, current and previous file).
+        """Every saved state the site can read, for its newest DP ledger: the round and ledger
+        kept in ``context.state`` (no weights), then the current and previous file.
 
         A damaged file is skipped with a WARNING naming it; :class:`SiteStateError` when
         files exist but none is readable, or only an older version's pickle is there.
         """
-        return self._candidates()
+        ledger = self._ledger()
+        return ([ledger] if ledger is not None else []) + self._states()
 
     def load(self, server_round: int | None = None) -> dict[str, Any] | None:
         """The state to continue from before ``server_round``.
@@ -123,7 +134,7 @@ class SiteStateStore:
         older than ``server_round``; ``None`` when the site has no usable state (with a
         WARNING when it has states, all of later rounds).
         """
-        states = self._candidates()
+        states = self._states()
         if not states:
             return None
         if server_round is None:
@@ -147,7 +158,7 @@ class SiteStateStore:
             return None
 
     def save(self, state: dict[str, Any]) -> None:
-        """Mirror ``state`` into ``context.state`` and write it atomically to disk.
+        """Keep ``state``'s round and DP ledger in ``context.state`` and write it atomically to disk.
 
         The file it replaces becomes ``site_state.prev.safetensors`` once the new one is
         completely written, so a failed write leaves both files as they were. It is kept
@@ -156,7 +167,8 @@ class SiteStateStore:
         it, and a damaged file never displaces a good previous state.
         """
         blob = tensorfile.dumps(state)
-        self.context.state[CONTEXT_KEY] = ConfigRecord({"blob": blob, "round": int(state["round"])})
+        ledger = tensorfile.dumps({"round": int(state["round"]), "dp": state.get("dp")})
+        self.context.state[CONTEXT_KEY] = ConfigRecord({"blob": ledger, "round": int(state["round"])})
         current = self._current_round()
         keep = self.state_dir / PREV_FILE if current is not None and current != int(state["round"]) else None
         atomic_write_bytes(self.path, blob, keep_previous=keep)

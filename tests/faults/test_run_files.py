@@ -158,6 +158,30 @@ def test_a_truncated_site_state_falls_back_to_the_previous_state(tmp_path: Path,
         SiteStateStore(tmp_path, _context()).load(3)
 
 
+def _with_ledger(round_: int, steps: int) -> dict:
+    return {**_state(round_), "dp": {"accountant": {"history": [[1.0, 0.25, steps]]}, "unit": "patient"}}
+
+
+def test_a_living_site_keeps_its_privacy_ledger_when_its_current_file_is_damaged(tmp_path: Path, caplog) -> None:
+    from client.privacy import newest_ledger
+    from client.state import CONTEXT_KEY
+    from mpdrm import tensorfile
+
+    context = _context()
+    store = SiteStateStore(tmp_path, context)
+    store.save(_with_ledger(1, 3))
+    store.save(_with_ledger(2, 6))
+    kept = context.state[CONTEXT_KEY]["blob"]
+    assert len(kept) < 2_000 and set(tensorfile.loads(bytes(kept))) == {"round", "dp"}  # no weights in memory
+    _truncate(tmp_path / STATE_FILE)
+    with caplog.at_level(logging.WARNING):
+        assert store.load(3)["round"] == 1  # the weights: the previous file's
+    assert newest_ledger(store.candidates())["accountant"]["history"] == [[1.0, 0.25, 6]]  # the steps: all
+    # a restarted node has only its files: the damaged round's steps are gone (the WARNING says so)
+    assert newest_ledger(SiteStateStore(tmp_path, _context()).candidates())["accountant"]["history"] == [[1.0, 0.25, 3]]
+    assert any("privacy ledger" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
 # ------------------------------------------------------------------ disk full
 def _disk_full(*_args, **_kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
