@@ -58,9 +58,17 @@ def model_cost(d: dict[str, Any]) -> Table:
 
 
 def ingest_speed(d: dict[str, Any]) -> Table:
-    """Source frames/s per worker and real-time factor, per path and worker count."""
-    rows = [[r["path"], r["workers"], num(r["fps_per_worker"], 0), f"{num(r['rtf'], 1)}x"] for r in d["results"]]
-    return md(["path", "workers", "source frames/s per worker", "real-time factor"], rows)
+    """Source frames/s per worker and real-time factor, per path and worker count; for the Haar
+    path also how well the face track follows the known face."""
+    def track(r: dict[str, Any]) -> list[str]:
+        if "on_face" not in r:
+            return ["-", "-"]
+        return [f"{100 * r['on_face']:.1f} %", num(r["track_error_on_face"], 3)]
+
+    rows = [[r["path"] + (" (default)" if r.get("default") else ""), r["workers"],
+             num(r["fps_per_worker"], 0), f"{num(r['rtf'], 1)}x", *track(r)] for r in d["results"]]
+    return md(["path (detect every, fill)", "workers", "source frames/s per worker", "real-time factor",
+               "frames on the face", "centre error there (face sides)"], rows)
 
 
 def dp_overhead(d: dict[str, Any]) -> Table:

@@ -38,7 +38,7 @@ def _prepare_cfg(args):
     from .prepare import PrepareConfig
     kw = {}
     for name in ("frames", "stride", "hop", "size", "fps", "detector", "margin", "detect_every",
-                 "max_clips", "min_face_rate"):
+                 "fill", "max_clips", "min_face_rate"):
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v
@@ -59,7 +59,10 @@ def _add_prep_args(p: argparse.ArgumentParser, full: bool = True) -> None:
         p.add_argument("--size", type=int, help="crop side in pixels (default 64)")
         p.add_argument("--rgb", action="store_true", help="3-channel RGB instead of grayscale")
         p.add_argument("--margin", type=float, help="crop margin around the face (0.25)")
-        p.add_argument("--detect-every", type=int, help="run Haar on every n-th frame (1)")
+        p.add_argument("--detect-every", type=int, help="run Haar on every n-th frame (4)")
+        p.add_argument("--fill", choices=("linear", "carry"),
+                       help="face box between detections: interpolate (linear, default) or "
+                            "keep the last one (carry)")
         p.add_argument("--max-clips", type=int, help="at most this many clips per video")
         p.add_argument("--min-face-rate", type=float,
                        help="skip videos with a face in fewer frames than this (0.1)")

@@ -135,7 +135,7 @@ def _label_threshold(site_dir: Path, score_max: float, given: float | None) -> f
 #: PrepareConfig fields that ``mpdrm-data prepare`` sets with an option.
 _CLI_OPTIONS = {"detector": "--detector", "fps": "--fps", "frames": "--frames",
                 "stride": "--stride", "hop": "--hop", "size": "--size", "margin": "--margin",
-                "detect_every": "--detect-every", "max_clips": "--max-clips",
+                "detect_every": "--detect-every", "fill": "--fill", "max_clips": "--max-clips",
                 "min_face_rate": "--min-face-rate"}
 
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from .cache import ClipCache, DigestIndex, atomic_write_json, cache_root, fingerprint, write_index
 from .clips import clip_starts, cut_clips, window_length
-from .face import HaarDetector, centre_square, crop_square, pick_box, smooth_track
+from .face import (FILLS, HaarDetector, centre_square, continues_track, crop_square, pick_box,
+                   smooth_track)
 from .manifest import Manifest, Row, read_manifest, site_info
 from .video import DecodeStats, VideoError, iter_frames
 
@@ -50,8 +51,10 @@ class PrepareConfig:
     grayscale: bool = True      # 1 channel; False -> 3 channels RGB
     detector: str = "auto"      # "auto" | "haar" | "none"
     margin: float = 0.25        # crop side = face side * (1 + 2 * margin)
-    detect_every: int = 1       # run the Haar cascade on every n-th frame (carry between)
+    detect_every: int = 4       # run the Haar cascade on every n-th frame (fill between)
+    fill: str = "linear"        # boxes between detections: "linear" | "carry" (face.FILLS)
     detect_max_side: int = 480  # frames are scaled down to this for detection
+    max_face_speed: float = 4.0 # face sides/s a tracked face can move (further: not the face)
     min_face_rate: float = 0.1  # skip a video whose frames show a face less often than this
     median_window: int = 5      # box smoothing, frames (see mpdrm.data.face)
     smooth_window: int = 7
@@ -66,6 +69,10 @@ class PrepareConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.fps <= 0:
             raise ValueError("fps must be > 0")
+        if self.max_face_speed <= 0:
+            raise ValueError("max_face_speed must be > 0")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, not {self.fill!r}")
 
     @property
     def channels(self) -> int:
@@ -93,7 +100,8 @@ class PrepareConfig:
         d = dataclasses.asdict(self)
         d.pop("memory_budget_mb")
         if self.detector == "none":   # Haar settings do not change the output
-            for k in ("margin", "detect_every", "detect_max_side", "min_face_rate",
+            for k in ("margin", "detect_every", "fill", "detect_max_side", "max_face_speed",
+                      "min_face_rate",
                       "median_window", "smooth_window"):
                 d.pop(k)
         return d
@@ -136,7 +144,9 @@ class _FaceScan:
 
 def _scan_faces(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats) -> _FaceScan:
     """Run the Haar cascade on every ``detect_every``-th frame, searching near a box found
-    in the last second first (ROI tracking); keep the frames while they fit
+    in the last second first (ROI tracking; the whole frame too once the last box is half a
+    second old) and refusing a box the tracked face could not
+    have jumped to (:func:`~mpdrm.data.face.continues_track`); keep the frames while they fit
     ``memory_budget_mb``."""
     det = HaarDetector(detect_max_side=cfg.detect_max_side)
     scan = _FaceScan(raw=[], detected=[], checked=0, kept=[])
@@ -148,7 +158,11 @@ def _scan_faces(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats)
         if i % cfg.detect_every == 0:
             scan.checked += 1
             near = prev if i - prev_i <= cfg.fps else None
-            box = pick_box(det.detect(frame, near=near), prev)
+            whole_frame = i - prev_i > cfg.fps / 2       # a lone miss: wait for the next
+            box = pick_box(det.detect(frame, near=near, fallback=whole_frame), prev)
+            if box is not None and near is not None and not continues_track(
+                    box, near, (i - prev_i) / cfg.fps, cfg.max_face_speed):
+                box = None
             if box is not None:
                 prev, prev_i = box, i
         scan.raw.append(box)
@@ -199,7 +213,7 @@ def _haar_crops(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats,
     out.meta["face_rate"] = round(n_det / max(scan.checked, 1), 4)
     out.detected = np.asarray(scan.detected, bool)
     _check_faces(len(scan.raw), n_det, scan.checked, cfg)
-    track = smooth_track(scan.raw, median_window=cfg.median_window,
+    track = smooth_track(scan.raw, fill=cfg.fill, median_window=cfg.median_window,
                          smooth_window=cfg.smooth_window)
     out.track = track
     return _crop_track(path, cfg, track, scan.kept)
