@@ -36,11 +36,11 @@ ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLAT
 
 
 
-def git_commit() -> str | None:
+def git_commit(root: Path = ROOT) -> str | None:
     """The checkout's short commit, ``+dirty`` when tracked files other than the suite's own
     records (``benchmarks/results/``) changed; None outside git."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     try:
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
                     ":(exclude)benchmarks/results")

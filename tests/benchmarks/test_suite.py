@@ -151,3 +151,22 @@ def test_an_unbuilt_study_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert suite.main(["--only", "future", "--results", str(tmp_path)]) == 2
     assert "not built yet: future" in capsys.readouterr().err
     assert not (tmp_path / "suite.json").exists()
+
+
+def test_provenance_ignores_the_suites_own_records(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks/results/study.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    commit = suite.git_commit(tmp_path)
+    assert commit and not commit.endswith("+dirty")
+    (tmp_path / "benchmarks/results/study.json").write_text('{"rmse": 0.1}\n')
+    assert suite.git_commit(tmp_path) == commit             # a study wrote its record
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert suite.git_commit(tmp_path) == commit + "+dirty"  # the code changed
