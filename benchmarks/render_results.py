@@ -244,14 +244,16 @@ def provenance(records: list[dict[str, Any]]) -> str:
 
 
 def study_block(study: Study, records: dict[str, dict[str, Any]], results: Path) -> Table:
-    """A heading line and one table per recorded step of ``study``."""
+    """A heading line and one table per recorded step of ``study``, each under the date, wall
+    time and CPU of its record (a suite's records may come from several machines)."""
     out = [f"**{study.name}**: {study.measures}."]
     for step in study.steps:
         entry = records.get(step_key(study, step))
         if entry is None:
             out += ["", f"`{step.script}`: not run by the suite yet."]
             continue
-        out += ["", f"`{step.script}` ({entry['started'][:10]}, {entry['wall_seconds']:.0f} s):", "",
+        cpu = entry.get("machine", {}).get("cpu", "unknown CPU")
+        out += ["", f"`{step.script}` ({entry['started'][:10]}, {entry['wall_seconds']:.0f} s, {cpu}):", "",
                 *step_table(step.script, results / entry["output"])]
     return out
 
