@@ -156,6 +156,8 @@ def start_or_resume(cfg: Mapping[str, Any], run_dir: Path, strategy: Strategy, a
     restore_rng(ckpt.rng)
     summary = ckpt.summary
     summary["resumed_from"] = ckpt.round
+    if ckpt.fallback:        # kept in the summary too: a log stream can lose its last lines
+        summary.setdefault("checkpoint_fallbacks", []).append(ckpt.fallback)
     print(f"[fedmpdrm] resuming {run_dir} after round {ckpt.round}", flush=True)
     return summary, ckpt.round + 1, ArrayRecord({k: Array(v) for k, v in ckpt.arrays.items()}), True
 

@@ -56,6 +56,9 @@ class Checkpoint:
         Python, numpy and torch RNG states of the server process.
     summary : dict
         The summary (``summary.json`` content) up to this round.
+    fallback : str or None
+        Set by :func:`load_checkpoint` (never saved): why the newest file was unusable when
+        this checkpoint is the previous one it fell back to.
     """
 
     round: int
@@ -63,6 +66,7 @@ class Checkpoint:
     strategy_state: dict[str, Any]
     rng: dict[str, Any]
     summary: dict[str, Any]
+    fallback: str | None = None
 
 
 def _tree(ckpt: Checkpoint) -> dict[str, Any]:
@@ -124,7 +128,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
     """Read ``run_dir/checkpoint.safetensors``; ``None`` if the run has none.
 
     A damaged or missing current file falls back to ``checkpoint.prev.safetensors`` with a
-    WARNING naming the bad file.
+    WARNING naming the bad file (also in the returned checkpoint's ``fallback``).
 
     Raises
     ------
@@ -148,5 +152,6 @@ def load_checkpoint(run_dir: Path) -> Checkpoint | None:
         ckpt = _read(previous)
     except TensorFileError as err:
         raise CheckpointError(f"unreadable checkpoint {problem}; the previous one is unreadable too: {err}") from None
-    log(WARNING, "checkpoint %s; falling back to the previous checkpoint %s (round %d)", problem, previous, ckpt.round)
+    ckpt.fallback = f"checkpoint {problem}; falling back to the previous checkpoint {previous} (round {ckpt.round})"
+    log(WARNING, "%s", ckpt.fallback)
     return ckpt

@@ -122,6 +122,9 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, c
     assert ckpt.round == 1
     np.testing.assert_array_equal(ckpt.arrays["rarm.w"], np.full((2, 3), 1, dtype=np.float32))
     assert str(tmp_path / CHECKPOINT_FILE) in caplog.text and "previous checkpoint" in caplog.text
+    assert ckpt.fallback and str(tmp_path / CHECKPOINT_FILE) in ckpt.fallback
+    save_checkpoint(tmp_path, _checkpoint(2))
+    assert load_checkpoint(tmp_path).fallback is None          # a readable newest file
 
 
 def load_checkpoint_from(path: Path) -> Checkpoint:
