@@ -1,9 +1,10 @@
 """A whole deployment on 127.0.0.1: SuperLink, SuperNodes and the ``flwr`` CLI, in tmp_path.
 
 Everything goes through Flower's real commands (``flower-superlink``, ``flower-supernode``,
-``flwr supernode register``, ``flwr run``, ``flwr ls``, ``flwr log``), ``mpdrm-deploy`` and
-``mpdrm-supernode`` (Flower's SuperNode with a shorter heartbeat, where a test waits for a
-killed site to be counted offline).
+``flwr supernode register``, ``flwr run``, ``flwr ls``, ``flwr log``), ``mpdrm-deploy``,
+``mpdrm-superlink`` (Flower's SuperLink with a longer SQLite busy timeout, as the deployment
+guide starts it) and ``mpdrm-supernode`` (Flower's SuperNode with a shorter heartbeat, where a
+test waits for a killed site to be counted offline).
 :meth:`Deployment.close` stops every process it started, by pid, and reports leftovers.
 """
 from __future__ import annotations
@@ -176,11 +177,15 @@ class Deployment:
                  "--default")
 
     # ------------------------------------------------------------ SuperLink
-    def start_superlink(self, *, tls: bool = True, auth: bool = True,
-                        timeout: float = 60) -> procs.Proc:
-        """Start ``flower-superlink`` (TLS, SuperNode auth, SQLite database) and wait for it."""
-        argv = [str(BIN / "flower-superlink"), "--port", str(self.port),
-                "--database", str(self.database), "--disable-runtime-dependency-installation"]
+    def start_superlink(self, *, tls: bool = True, auth: bool = True, timeout: float = 60,
+                        busy_timeout: float | None = 60.0) -> procs.Proc:
+        """Start the SuperLink (TLS, SuperNode auth, SQLite database) and wait for it:
+        ``mpdrm-superlink --sqlite-busy-timeout busy_timeout``, as the deployment guide
+        says, or Flower's ``flower-superlink`` (5 s) with ``busy_timeout=None``."""
+        argv = ([str(BIN / "flower-superlink")] if busy_timeout is None else
+                [str(BIN / "mpdrm-superlink"), "--sqlite-busy-timeout", str(busy_timeout)])
+        argv += ["--port", str(self.port),
+                 "--database", str(self.database), "--disable-runtime-dependency-installation"]
         if tls:
             argv += ["--ssl-ca-certfile", str(self.keys.ca_cert),
                      "--ssl-certfile", str(self.keys.server_cert),
