@@ -107,6 +107,29 @@ def _mark_personality(state_dir: Path, saved: dict) -> tuple[dict, dict, torch.T
     return local, marker, offset
 
 
+#: Flower's words when a reply's upload did not reach the SuperLink (its object-push failed:
+#: seen once on a loaded 2-core machine, HTTP 500 on push-object); not this test's fault.
+LOST_UPLOAD = "Reply message objects are unavailable"
+
+
+def _resume_until_completed(dep: Deployment, config: dict, attempts: int = 2) -> None:
+    """Run ``config`` (a resume) and wait for it to complete. A run that failed only because
+    the transport lost a healthy site's reply (:data:`LOST_UPLOAD`: the round fails by
+    min-sites, as the operator would see it) is resumed once more, as the operator would;
+    any other ending fails the test."""
+    for attempt in range(1, attempts + 1):
+        run_id = dep.run(REPO, config)
+        status = dep.wait_run(run_id, timeout=400)
+        if status.get("status") == "finished:completed":
+            return
+        details = str(status.get("status-details"))
+        if LOST_UPLOAD not in details or attempt == attempts:
+            raise AssertionError(f"run {run_id} ended {status.get('status')} ({details})\n"
+                                 f"{dep.run_log(run_id)}\n{dep.all_logs()}")
+        print(f"run {run_id}: a reply's upload was lost by the transport ({details[:300]}); "
+              "resuming once more", flush=True)
+
+
 def _failure_details(dep: Deployment, run_id: int) -> tuple[dict, str]:
     """Wait (bounded) for a run that must end; its status and ServerApp log."""
     try:
@@ -159,9 +182,8 @@ def test_killed_site_fails_or_completes_by_min_sites_then_restarted_site_continu
     dep.start_supernode(victim, dep.sites[victim].data_path, state_dir,
                         node_config={"site-id": SITES.index(victim) + 1})
     dep.wait_online(3, timeout=120)
-    run_id = dep.run(REPO, {**BASE_CONFIG, "num-server-rounds": 3, "min-sites": 3,
-                            "run-dir": str(run_dir), "resume": True})
-    dep.wait_completed(run_id, timeout=400)
+    _resume_until_completed(dep, {**BASE_CONFIG, "num-server-rounds": 3, "min-sites": 3,
+                                  "run-dir": str(run_dir), "resume": True})
     summary = _summary(run_dir)
     assert [r["round"] for r in summary["rounds"]] == [1, 2, 3]
     assert _trained_sites(summary, 3) == set(SITES)
