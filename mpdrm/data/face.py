@@ -7,15 +7,15 @@ needs about 24), looking for faces of at least ``min_face_fraction`` of the smal
 Once a face was found within the last second, the next frame is searched first only in a
 window of 2.5x the face's side around it, for faces of 0.75x-1.33x its size (about 6x
 cheaper, and it finds faces smaller than the whole-frame search would; a face does not change
-size by a third between two detections a quarter of a second apart); the whole frame is searched
-when that window shows none and the last detection is more than half a second old (a single
-miss costs no whole-frame search: the gap is filled, below). When several boxes come back we keep the one nearest the
-previous track (the largest before a track exists). While a track is recent, a box whose
-centre is further from it than the face could have moved (``max_face_speed`` face sides per
-second, at least one side) is not taken as the face: a background pattern the cascade
-mistakes for a face, found by the whole-frame search on a frame where the real face was
-missed, would otherwise capture the track for good (the window search keeps finding it). The per-frame boxes then go through,
-in this order:
+size by a third between two detections a quarter of a second apart); the whole frame is
+searched when that window shows none and the last detection is more than half a second old
+(a single miss costs no whole-frame search: the gap is filled, below). When several boxes
+come back we keep the one nearest the previous track (the largest before a track exists).
+While a track is recent, a box whose centre is further from it than the face could have
+moved (``max_face_speed`` face sides per second, at least one side) is not taken as the face:
+a background pattern the cascade mistakes for a face, found by the whole-frame search on a
+frame where the real face was missed, would otherwise capture the track for good (the window
+search keeps finding it). The per-frame boxes then go through, in this order:
 
 1. fill (``fill``): a frame without a detection gets a box interpolated linearly (centre and
    side) between the detections before and after it (``"linear"``, the default), or keeps
@@ -143,6 +143,12 @@ def pick_box(boxes: np.ndarray, previous: np.ndarray | None) -> np.ndarray | Non
     return boxes[int(np.argmin(d))]
 
 
+def box_params(box: np.ndarray) -> tuple[float, float, float]:
+    """(centre_x, centre_y, side) of an (x, y, w, h) box; side is the geometric mean."""
+    x, y, w, h = (float(v) for v in box)
+    return x + w / 2, y + h / 2, (w * h) ** 0.5
+
+
 def continues_track(box: np.ndarray, previous: np.ndarray, seconds_apart: float,
                     max_face_speed: float = 4.0) -> bool:
     """Whether ``box`` can be the face that was at ``previous`` ``seconds_apart`` earlier:
@@ -165,12 +171,6 @@ def _running(values: np.ndarray, window: int, fn) -> np.ndarray:
 
 
 FILLS = ("linear", "carry")
-
-
-def box_params(box: np.ndarray) -> tuple[float, float, float]:
-    """(centre_x, centre_y, side) of an (x, y, w, h) box; side is the geometric mean."""
-    x, y, w, h = (float(v) for v in box)
-    return x + w / 2, y + h / 2, (w * h) ** 0.5
 
 
 def fill_track(raw: Sequence[np.ndarray | None], fill: str = "linear") -> np.ndarray | None:

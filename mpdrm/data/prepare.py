@@ -101,8 +101,7 @@ class PrepareConfig:
         d.pop("memory_budget_mb")
         if self.detector == "none":   # Haar settings do not change the output
             for k in ("margin", "detect_every", "fill", "detect_max_side", "max_face_speed",
-                      "min_face_rate",
-                      "median_window", "smooth_window"):
+                      "min_face_rate", "median_window", "smooth_window"):
                 d.pop(k)
         return d
 
@@ -145,8 +144,8 @@ class _FaceScan:
 def _scan_faces(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats) -> _FaceScan:
     """Run the Haar cascade on every ``detect_every``-th frame, searching near a box found
     in the last second first (ROI tracking; the whole frame too once the last box is half a
-    second old) and refusing a box the tracked face could not
-    have jumped to (:func:`~mpdrm.data.face.continues_track`); keep the frames while they fit
+    second old) and refusing a box the tracked face could not have jumped to
+    (:func:`~mpdrm.data.face.continues_track`); keep the frames while they fit
     ``memory_budget_mb``."""
     det = HaarDetector(detect_max_side=cfg.detect_max_side)
     scan = _FaceScan(raw=[], detected=[], checked=0, kept=[])
