@@ -38,7 +38,7 @@ def _prepare_cfg(args):
     from .prepare import PrepareConfig
     kw = {}
     for name in ("frames", "stride", "hop", "size", "fps", "detector", "margin", "detect_every",
-                 "fill", "max_clips", "min_face_rate"):
+                 "fill", "start_seconds", "max_clips", "min_face_rate"):
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v
@@ -63,6 +63,9 @@ def _add_prep_args(p: argparse.ArgumentParser, full: bool = True) -> None:
         p.add_argument("--fill", choices=("linear", "carry"),
                        help="face box between detections: interpolate (linear, default) or "
                             "keep the last one (carry)")
+        p.add_argument("--start-seconds", type=float,
+                       help="several faces in a video's first search: search whole frames this "
+                            "long and start on the live one (1.0; 0: the largest at once)")
         p.add_argument("--max-clips", type=int, help="at most this many clips per video")
         p.add_argument("--min-face-rate", type=float,
                        help="skip videos with a face in fewer frames than this (0.1)")

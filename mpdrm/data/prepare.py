@@ -30,6 +30,7 @@ from .cache import ClipCache, DigestIndex, atomic_write_json, cache_root, finger
 from .clips import clip_starts, cut_clips, window_length
 from .face import (FILLS, HaarDetector, centre_square, continues_track, crop_square, pick_box,
                    smooth_track)
+from .face_start import StartWindow
 from .manifest import Manifest, Row, read_manifest, site_info
 from .video import DecodeStats, VideoError, iter_frames
 
@@ -55,6 +56,7 @@ class PrepareConfig:
     fill: str = "linear"        # boxes between detections: "linear" | "carry" (face.FILLS)
     detect_max_side: int = 480  # frames are scaled down to this for detection
     max_face_speed: float = 4.0 # face sides/s a tracked face can move (further: not the face)
+    start_seconds: float = 1.0  # several faces at the start: choose the live one over this long
     min_face_rate: float = 0.1  # skip a video whose frames show a face less often than this
     median_window: int = 5      # box smoothing, frames (see mpdrm.data.face)
     smooth_window: int = 7
@@ -71,6 +73,8 @@ class PrepareConfig:
             raise ValueError("fps must be > 0")
         if self.max_face_speed <= 0:
             raise ValueError("max_face_speed must be > 0")
+        if self.start_seconds < 0:
+            raise ValueError("start_seconds must be >= 0 (0: start on the largest box)")
         if self.fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, not {self.fill!r}")
 
@@ -101,7 +105,7 @@ class PrepareConfig:
         d.pop("memory_budget_mb")
         if self.detector == "none":   # Haar settings do not change the output
             for k in ("margin", "detect_every", "fill", "detect_max_side", "max_face_speed",
-                      "min_face_rate", "median_window", "smooth_window"):
+                      "start_seconds", "min_face_rate", "median_window", "smooth_window"):
                 d.pop(k)
         return d
 
@@ -145,33 +149,70 @@ def _scan_faces(path: str | os.PathLike, cfg: PrepareConfig, stats: DecodeStats)
     """Run the Haar cascade on every ``detect_every``-th frame, searching near a box found
     in the last second first (ROI tracking; the whole frame too once the last box is half a
     second old) and refusing a box the tracked face could not have jumped to
-    (:func:`~mpdrm.data.face.continues_track`); keep the frames while they fit
-    ``memory_budget_mb``."""
+    (:func:`~mpdrm.data.face.continues_track`); when the first search finds several boxes,
+    choose between them over ``start_seconds`` (:mod:`mpdrm.data.face_start`). Keep the
+    frames while they fit ``memory_budget_mb``."""
     det = HaarDetector(detect_max_side=cfg.detect_max_side)
     scan = _FaceScan(raw=[], detected=[], checked=0, kept=[])
     budget = cfg.memory_budget_mb * 1e6
     held = 0
     prev, prev_i = None, -10**9
+    start: StartWindow | None = None
     for i, frame in enumerate(iter_frames(path, cfg.fps, stats)):
         box = None
         if i % cfg.detect_every == 0:
             scan.checked += 1
-            near = prev if i - prev_i <= cfg.fps else None
-            whole_frame = i - prev_i > cfg.fps / 2       # a lone miss: wait for the next
-            box = pick_box(det.detect(frame, near=near, fallback=whole_frame), prev)
-            if box is not None and near is not None and not continues_track(
-                    box, near, (i - prev_i) / cfg.fps, cfg.max_face_speed):
-                box = None
+            if start is not None:
+                start.add(i, frame, det.detect(frame))
+            else:
+                near = prev if i - prev_i <= cfg.fps else None
+                whole_frame = i - prev_i > cfg.fps / 2       # a lone miss: wait for the next
+                boxes = det.detect(frame, near=near, fallback=whole_frame)
+                if prev is None and len(boxes) > 1 and cfg.start_seconds > 0:
+                    start = StartWindow(i, round(cfg.start_seconds * cfg.fps), cfg.fps,
+                                        cfg.max_face_speed)
+                    start.add(i, frame, boxes)
+                else:
+                    box = _next_box(boxes, prev, near, (i - prev_i) / cfg.fps, cfg)
             if box is not None:
                 prev, prev_i = box, i
         scan.raw.append(box)
         scan.detected.append(box is not None)
+        if start is not None and start.over(i):
+            prev, prev_i = _settle_start(start, scan, prev, prev_i)
+            start = None
         if scan.kept is not None:
             held += frame.nbytes
             scan.kept.append(frame)
             if held > budget:
                 scan.kept = None          # too long to hold: decode again later
+    if start is not None:
+        _settle_start(start, scan, prev, prev_i)
     return scan
+
+
+def _next_box(boxes: np.ndarray, prev: np.ndarray | None, near: np.ndarray | None,
+              seconds_apart: float, cfg: PrepareConfig) -> np.ndarray | None:
+    """The box of this search that continues the track (None: none does)."""
+    box = pick_box(boxes, prev)
+    if box is not None and near is not None and not continues_track(
+            box, near, seconds_apart, cfg.max_face_speed):
+        return None
+    return box
+
+
+def _settle_start(start: StartWindow, scan: _FaceScan, prev: np.ndarray | None,
+                  prev_i: int) -> tuple[np.ndarray | None, int]:
+    """Write the chosen start tracklet into ``scan``; return the track's newest box and
+    its frame (unchanged when the window found nothing)."""
+    chosen = start.choose()
+    for j, b in chosen.items():
+        scan.raw[j] = b
+        scan.detected[j] = True
+    if not chosen:
+        return prev, prev_i
+    last = max(chosen)
+    return chosen[last], last
 
 
 def _check_faces(frames: int, n_det: int, checked: int, cfg: PrepareConfig) -> None:
