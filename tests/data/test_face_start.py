@@ -16,9 +16,10 @@ FACE_CX, FACE_CY = 224.5, 113.5       # the astronaut's face in the 512 x 512 ph
 W, H, N, FPS = 480, 240, 45, 15.0
 
 
-def poster_and_patient_video(path, patient_moves: bool = True) -> np.ndarray:
+def poster_and_patient_video(path, patient_moves: bool = True, n: int = N,
+                             travel: float = 120.0) -> np.ndarray:
     """A large still astronaut (a poster, face side about 48 px) at x=360 and a smaller one
-    (the patient, about 38 px) drifting from x=80 to x=200; returns the patient's centre per
+    (the patient, about 38 px) drifting from x=80 to x=80+``travel`` over ``n`` frames; returns the patient's centre per
     frame."""
     img = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
     rng = np.random.default_rng(1)
@@ -33,8 +34,8 @@ def poster_and_patient_video(path, patient_moves: bool = True) -> np.ndarray:
 
     truth = []
     wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
-    for i in range(N):
-        fx = 80 + 120 * i / (N - 1) if patient_moves else 80.0
+    for i in range(n):
+        fx = 80 + travel * i / (n - 1) if patient_moves else 80.0
         frame = bg.copy()
         paste(frame, 360.0, 110.0, 0.5)
         paste(frame, fx, 120.0, 0.4)
@@ -64,6 +65,16 @@ def test_a_still_patient_beside_a_picture_starts_on_the_largest(tmp_path):
     poster_and_patient_video(path, patient_moves=False)
     track = process_video(path, PrepareConfig(detector="haar", size=32, frames=8, fps=FPS)).track
     assert np.abs(track[:, 0] - 360).max() < 12, track[:, 0]
+
+
+def test_a_video_shorter_than_the_start_window_still_gets_its_track(tmp_path):
+    path = tmp_path / "short.mp4"
+    truth = poster_and_patient_video(path, n=12, travel=30.0)  # 0.8 s; the window is 1 s
+    out = process_video(path, PrepareConfig(detector="haar", size=32, frames=4, stride=1,
+                                            hop=4, fps=FPS))
+    assert out.meta["status"] == "ok", out.meta
+    assert out.detected.sum() >= 2
+    assert np.abs(out.track[:, 0] - truth).max() < 12, out.track[:, 0]
 
 
 def box(cx, cy, side):
