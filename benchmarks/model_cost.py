@@ -4,7 +4,9 @@ For each size: parameters per group (shared / local, as `mpdrm.partition` splits
 forward+backward FLOPs per clip (counted with torch.utils.flop_counter.FlopCounterMode over a full
 training step: both networks, RARM, head, losses), the training throughput (clips/s, from the
 median time of a full step: forward, MPDRMLoss with batch SupCon, backward, grad clipping, AdamW),
-and the achieved FLOP/s as a fraction of this machine's fp32 matmul FLOP/s, measured in the same run.
+and the achieved FLOP/s as a fraction of this machine's fp32 matmul FLOP/s, measured in the same run;
+each size in the standard layout and in the one training uses here (``train.memory_format=auto``:
+channels-last on a CPU), the two layouts' steps interleaved.
 A last section times one tiny-model step with per-sample gradients (Opacus GradSampleModule in
 each grad_sample_mode + DPOptimizer clipping and noise) against the same step without DP.
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mpdrm  # noqa: E402
 from mpdrm.device import resolve_device  # noqa: E402
 from mpdrm.losses import MPDRMLoss  # noqa: E402
+from mpdrm.memory_format import clips_in_format, model_in_format, resolve_memory_format  # noqa: E402
 from mpdrm.training import TrainConfig, default_step, make_optimizer  # noqa: E402
 from report import cpu_model, write_report  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
@@ -109,7 +112,14 @@ def time_steps(step, warmup: int, timed: int, device: torch.device) -> list[floa
     return times
 
 
-def bench_size(size: str, device: torch.device, peak: float) -> dict:
+#: The layouts each size is timed in (``mpdrm.memory_format``): the standard one, and the one
+#: ``train.memory_format=auto`` trains in on this device.
+LAYOUTS = ("contiguous", "auto")
+
+
+def bench_size(size: str, device: torch.device, peak: float) -> list[dict]:
+    """One row per layout of :data:`LAYOUTS`, the layouts' steps interleaved so that both see
+    the same machine (same model, batch and optimizer)."""
     torch.manual_seed(0)
     model = mpdrm.build_model(size, num_subjects=NUM_SUBJECTS).to(device)
     cfg = model.config
@@ -123,27 +133,28 @@ def bench_size(size: str, device: torch.device, peak: float) -> dict:
     optimizer = make_optimizer(model, TrainConfig())
     loss_fn = MPDRMLoss()
     model.train()
-    times = time_steps(lambda: default_step(model, batch, optimizer, loss_fn, 1.0), warm, timed, device)
+    layouts = {name: resolve_memory_format(name, device) for name in LAYOUTS}
+    times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    for repeat in range(timed):
+        for name, layout in layouts.items():
+            with model_in_format(model, layout):
+                step_batch = clips_in_format(batch, layout)
+                times[name] += time_steps(lambda: default_step(model, step_batch, optimizer, loss_fn, 1.0),
+                                          warm if repeat == 0 else 0, 1, device)
+    common = {"size": size, "input": [cfg.in_channels, cfg.frames, cfg.image_size, cfg.image_size],
+              "params_shared": n_shared, "params_local": n_local, "params_total": n_shared + n_local,
+              "shared_keys": len(shared), "local_keys": len(local), "gflop_per_clip_fwd_bwd": flops / 1e9,
+              "batch": b}
+    return [{**common, "memory_format": name, "layout": str(layouts[name]).removeprefix("torch."),
+             **_throughput(times[name], b, flops, peak)} for name in LAYOUTS]
+
+
+def _throughput(times: list[float], batch: int, flops: float, peak: float) -> dict:
     med = statistics.median(times)
-    clips_per_s = b / med
-    achieved = flops * clips_per_s
-    return {
-        "size": size,
-        "input": [cfg.in_channels, cfg.frames, cfg.image_size, cfg.image_size],
-        "params_shared": n_shared,
-        "params_local": n_local,
-        "params_total": n_shared + n_local,
-        "shared_keys": len(shared),
-        "local_keys": len(local),
-        "gflop_per_clip_fwd_bwd": flops / 1e9,
-        "batch": b,
-        "step_seconds_median": med,
-        "step_seconds_min": min(times),
-        "step_seconds_all": times,
-        "clips_per_second": clips_per_s,
-        "achieved_gflops": achieved / 1e9,
-        "fraction_of_matmul_peak": achieved / peak,
-    }
+    achieved = flops * batch / med
+    return {"step_seconds_median": med, "step_seconds_all": times, "step_seconds_min": min(times),
+            "clips_per_second": batch / med, "achieved_gflops": achieved / 1e9,
+            "fraction_of_matmul_peak": achieved / peak}
 
 
 def bench_dp(device: torch.device) -> list[dict]:
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     load_before = _load()
     peak = matmul_flops(device)
-    rows = [bench_size(s.strip(), device, peak) for s in args.sizes.split(",") if s.strip()]
+    rows = [row for s in args.sizes.split(",") if s.strip() for row in bench_size(s.strip(), device, peak)]
     dp_rows = [] if args.no_dp else bench_dp(device)
     load_after = _load()
     result = {
@@ -247,13 +258,13 @@ def print_table(r: dict) -> None:
     m = r["machine"]
     print(f"device {m['device']} ({m.get('gpu', m['processor'])}), {m['torch_threads']} torch threads, "
           f"torch {m['torch']}; fp32 matmul {r['matmul_fp32_gflops']:.0f} GFLOP/s")
-    head = (f"{'size':<6} {'input':<14} {'shared':>10} {'local':>10} {'GFLOP/clip':>11} {'batch':>5} "
+    head = (f"{'size':<6} {'layout':<18} {'input':<14} {'shared':>10} {'local':>10} {'GFLOP/clip':>11} {'batch':>5} "
             f"{'s/step':>8} {'clips/s':>8} {'GFLOP/s':>8} {'of mm':>6}")
     print(head)
     print("-" * len(head))
     for row in r["sizes"]:
         inp = "x".join(str(v) for v in row["input"])
-        print(f"{row['size']:<6} {inp:<14} {row['params_shared']:>10,} {row['params_local']:>10,} "
+        print(f"{row['size']:<6} {row.get('layout', 'contiguous_format'):<18} {inp:<14} {row['params_shared']:>10,} {row['params_local']:>10,} "
               f"{row['gflop_per_clip_fwd_bwd']:>11.2f} {row['batch']:>5} {row['step_seconds_median']:>8.3f} "
               f"{row['clips_per_second']:>8.2f} {row['achieved_gflops']:>8.1f} "
               f"{100 * row['fraction_of_matmul_peak']:>5.1f}%")

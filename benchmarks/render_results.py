@@ -50,11 +50,12 @@ def md(head: list[str], rows: list[list[Any]]) -> Table:
 
 
 def model_cost(d: dict[str, Any]) -> Table:
-    """FLOPs per clip, clips/s and share of the matmul rate, per size."""
-    rows = [[s["size"], num(s["gflop_per_clip_fwd_bwd"], 2), s["batch"], num(s["clips_per_second"], 1),
-             num(s["achieved_gflops"], 1), f"{100 * s['fraction_of_matmul_peak']:.0f} %"] for s in d["sizes"]]
+    """FLOPs per clip, clips/s and share of the matmul rate, per size and memory layout."""
+    rows = [[s["size"], s.get("layout", "contiguous_format"), num(s["gflop_per_clip_fwd_bwd"], 2), s["batch"],
+             num(s["clips_per_second"], 1), num(s["achieved_gflops"], 1),
+             f"{100 * s['fraction_of_matmul_peak']:.0f} %"] for s in d["sizes"]]
     return [f"fp32 matmul: {num(d['matmul_fp32_gflops'], 0)} GFLOP/s, {d['machine']['torch_threads']} torch thread(s)",
-            "", *md(["size", "GFLOP/clip", "batch", "clips/s", "GFLOP/s", "of matmul"], rows)]
+            "", *md(["size", "layout", "GFLOP/clip", "batch", "clips/s", "GFLOP/s", "of matmul"], rows)]
 
 
 def ingest_speed(d: dict[str, Any]) -> Table:

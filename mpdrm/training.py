@@ -36,6 +36,7 @@ from .allocator import keep_freed_memory
 from .augment import ClipAugment, parse_augment
 from .device import resolve_device, seed_everything
 from .losses import MPDRMLoss
+from .memory_format import clips_in_format, contiguous_tensors, model_in_format, resolve_memory_format
 from .metrics import clip_and_video_metrics
 from .partitioning import unwrap
 from .training_engine import PlainEngine, TrainingEngine, default_step, make_optimizer
@@ -74,6 +75,10 @@ class TrainConfig:
     # glibc keeps freed memory for the next step (mpdrm.allocator): fewer page faults, but
     # the process keeps its peak memory
     keep_freed_memory: bool = True
+    # the layout the convolutions train in (mpdrm.memory_format): auto (channels-last on the CPU,
+    # 1.2x a step there) | channels_last | contiguous; DP-SGD always trains contiguous (its
+    # per-sample gradient hooks are measured and tested in that layout)
+    memory_format: str = "auto"
     # federated sites: whose optimizer state (AdamW moments, momentum) a site carries into its
     # next round: all | local (only the parameters that stay at the site; the shared ones were
     # just replaced by the aggregate) | none
@@ -104,6 +109,7 @@ class TrainConfig:
         parse_augment(self.augment)
         if not 0 <= self.augment_strength <= 1:
             raise ValueError(f"augment_strength must be in [0, 1], got {self.augment_strength}")
+        resolve_memory_format(self.memory_format, torch.device("cpu"))
         if self.loss not in ("mse", "huber"):
             raise ValueError(f"loss must be mse or huber, got {self.loss!r}")
 
@@ -251,8 +257,10 @@ class _Tally:
 
 
 def run_steps(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], cfg: TrainConfig,
-              engine: TrainingEngine, loss_fn: Callable, pairs: Pairs, device: torch.device) -> _Tally:
-    """The epochs: per batch set the scheduled lr, take the engine's step, then the proximal one."""
+              engine: TrainingEngine, loss_fn: Callable, pairs: Pairs, device: torch.device,
+              layout: torch.memory_format = torch.contiguous_format) -> _Tally:
+    """The epochs: per batch set the scheduled lr, take the engine's step, then the proximal one
+    (the clips in ``layout``, the model's)."""
     total_steps, steps_per_epoch = planned_steps(cfg, loader)
     augment = ClipAugment(parse_augment(cfg.augment), cfg.augment_strength, seed=cfg.seed)
     tally = _Tally(lr=cfg.lr, sums={})
@@ -262,7 +270,7 @@ def run_steps(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], cf
                 return tally
             tally.lr = cfg.lr * lr_factor(cfg, tally.steps, total_steps, steps_per_epoch)
             engine.set_lr(tally.lr)
-            batch = augment.batch(move_batch(batch, device))
+            batch = clips_in_format(augment.batch(move_batch(batch, device)), layout)
             parts = engine.step(model, batch, loss_fn)
             if pairs:
                 proximal_step(pairs, tally.lr, cfg.proximal_mu)
@@ -349,23 +357,26 @@ def train_local(
     bare = unwrap(model)
     device = resolve_device(cfg.device)
     home = _home_device(bare, device)
+    layout = (torch.contiguous_format if engine.per_example
+              else resolve_memory_format(cfg.memory_format, device))
     with frozen_parameters(bare, cfg.freeze_prefixes):
         seed_everything(cfg.seed)
         bare.to(device)
         model.train()
-        try:
-            wrapped, batches = engine.wrap(model, loader, cfg, optimizer_state=optimizer_state, device=device)
-            loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=engine.per_example)
-            pairs = proximal_pairs(bare, reference_params, cfg, device)
-            start = time.perf_counter()
-            tally = run_steps(wrapped, batches, cfg, engine, loss_fn, pairs, device)
-            seconds = time.perf_counter() - start
-        finally:
-            engine.unwrap()
+        with model_in_format(bare, layout):
+            try:
+                wrapped, batches = engine.wrap(model, loader, cfg, optimizer_state=optimizer_state, device=device)
+                loss_fn = MPDRMLoss.from_configs(bare.config, cfg, per_example=engine.per_example)
+                pairs = proximal_pairs(bare, reference_params, cfg, device)
+                start = time.perf_counter()
+                tally = run_steps(wrapped, batches, cfg, engine, loss_fn, pairs, device, layout)
+                seconds = time.perf_counter() - start
+            finally:
+                engine.unwrap()
         metrics = tally.means()
         metrics.update({"proximal": proximal_term(pairs, cfg.proximal_mu), "lr": tally.lr, "seconds": seconds,
                         "examples_per_second": tally.seen / seconds if seconds > 0 else float("nan")})
-        result = TrainResult(metrics=metrics, optimizer_state=engine.optimizer_state(),
+        result = TrainResult(metrics=metrics, optimizer_state=contiguous_tensors(engine.optimizer_state()),
                              num_examples=_num_examples(batches, tally.first_epoch_examples), steps=tally.steps)
     bare.to(home)
     return result
@@ -376,11 +387,12 @@ PERSONALITY_MODES = ("clip", "subject_mean", "reference")
 
 
 def subject_means(bare: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]],
-                  device: torch.device) -> dict[int, torch.Tensor]:
+                  device: torch.device, layout: torch.memory_format = torch.contiguous_format,
+                  ) -> dict[int, torch.Tensor]:
     """Subject index -> the normalised mean personality embedding of its clips in ``loader``."""
     sums: dict[int, torch.Tensor] = {}
     for batch in loader:
-        p = bare.personality_embedding(batch["clips"].to(device))
+        p = bare.personality_embedding(batch["clips"].to(device).contiguous(memory_format=layout))
         subj = batch["subject"].to(device)
         for s in torch.unique(subj).tolist():
             sel = p[subj == s].sum(0)
@@ -391,7 +403,7 @@ def subject_means(bare: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]],
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, personality: str = "clip",
             device: str = "auto", reference: Iterable[Mapping[str, torch.Tensor]] | None = None,
-            ) -> dict[str, np.ndarray]:
+            memory_format: str = "auto") -> dict[str, np.ndarray]:
     """Run the model over a loader. Returns numpy arrays: 'prediction' ((N,) scores, or (N, K) class
     probabilities), 'target', 'video', 'subject'.
 
@@ -400,7 +412,8 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
     labels used), and the second pass predicts with it. personality='reference': p = the
     normalised mean embedding of the subject's clips in ``reference`` (its training or
     enrolment visits: the person is known beforehand); every scored subject needs some.
-    Models without MPFN ignore the choice."""
+    Models without MPFN ignore the choice. ``memory_format``: the layout the convolutions run
+    in (:mod:`mpdrm.memory_format`; the model is back in the standard one afterwards)."""
     if personality not in PERSONALITY_MODES:
         raise ValueError(f"personality must be one of {PERSONALITY_MODES}, got {personality!r}")
     if personality == "reference" and reference is None:
@@ -412,31 +425,40 @@ def predict(model: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], *, p
     except StopIteration:
         home = dev
     was_training = bare.training
+    layout = resolve_memory_format(memory_format, dev)
     bare.to(dev).eval()
     try:
-        means: dict[int, torch.Tensor] = {}
-        if personality != "clip" and bare.personality is not None:
-            means = subject_means(bare, loader if personality == "subject_mean" else reference, dev)
-        preds, targets, videos, subjects = [], [], [], []
-        for batch in loader:
-            clips = batch["clips"].to(dev)
-            override = None
-            if means:
-                missing = sorted(set(batch["subject"].tolist()) - set(means))
-                if missing:
-                    raise ValueError(f"no reference clips for subject index(es) {missing}")
-                override = torch.stack([means[s] for s in batch["subject"].tolist()])
-            out = bare(clips, personality=override)
-            pred = out.prediction
-            if bare.config.task == "classification":
-                pred = pred.softmax(dim=-1)
-            preds.append(pred.float().cpu())
-            targets.append(batch["target"].cpu())
-            videos.append(batch["video"].cpu())
-            subjects.append(batch["subject"].cpu())
+        with model_in_format(bare, layout):
+            return _predict_batches(bare, loader, personality, dev, reference, layout)
     finally:
         bare.to(home)
         bare.train(was_training)
+
+
+def _predict_batches(bare: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], personality: str,
+                     dev: torch.device, reference: Iterable[Mapping[str, torch.Tensor]] | None,
+                     layout: torch.memory_format) -> dict[str, np.ndarray]:
+    """:func:`predict`'s passes over the batches, the model already on ``dev`` in ``layout``."""
+    means: dict[int, torch.Tensor] = {}
+    if personality != "clip" and bare.personality is not None:
+        means = subject_means(bare, loader if personality == "subject_mean" else reference, dev, layout)
+    preds, targets, videos, subjects = [], [], [], []
+    for batch in loader:
+        clips = batch["clips"].to(dev).contiguous(memory_format=layout)
+        override = None
+        if means:
+            missing = sorted(set(batch["subject"].tolist()) - set(means))
+            if missing:
+                raise ValueError(f"no reference clips for subject index(es) {missing}")
+            override = torch.stack([means[s] for s in batch["subject"].tolist()])
+        out = bare(clips, personality=override)
+        pred = out.prediction
+        if bare.config.task == "classification":
+            pred = pred.softmax(dim=-1)
+        preds.append(pred.float().cpu())
+        targets.append(batch["target"].cpu())
+        videos.append(batch["video"].cpu())
+        subjects.append(batch["subject"].cpu())
     if not preds:
         raise ValueError("the loader yielded no batches")
     return {

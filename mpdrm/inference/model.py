@@ -21,6 +21,7 @@ import torch
 import mpdrm
 from mpdrm.config import MPDRMConfig
 from mpdrm.data.prepare import PrepareConfig, process_video
+from mpdrm.memory_format import model_in_format, resolve_memory_format
 
 from .keep import subject_references
 from .modeldir import (SUBJECTS_FILE, WEIGHTS_FILE, ModelDirError, file_sha256, read_enrolled, read_meta, read_tree,
@@ -202,10 +203,12 @@ class SiteModel:
         elif subject is not None:
             warnings.append("the model has no personality branch: --subject has no effect")
         preds = []
-        for batch in self._batches(clips, progress=progress):
-            override = ref.expand(len(batch["clips"]), -1) if ref is not None else None
-            out = self.model(batch["clips"], personality=override).prediction
-            preds.append(out.softmax(-1) if self.task == "classification" else out + self.calibration_offset)
+        layout = resolve_memory_format("auto", torch.device("cpu"))   # the model scores on the CPU
+        with model_in_format(self.model, layout):
+            for batch in self._batches(clips, progress=progress):
+                override = ref.expand(len(batch["clips"]), -1) if ref is not None else None
+                out = self.model(batch["clips"].contiguous(memory_format=layout), personality=override).prediction
+                preds.append(out.softmax(-1) if self.task == "classification" else out + self.calibration_offset)
         return ClipScores(torch.cat(preds).float().numpy(), personality, warnings)
 
     def summarise(self, video: str, scores: ClipScores, meta: dict[str, Any]) -> VideoScore:

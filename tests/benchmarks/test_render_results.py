@@ -56,7 +56,7 @@ def test_only_the_text_between_the_markers_changes(tmp_path: Path, results: Path
     inside, after = inside.split("<!-- results:end -->")
     assert before == README.split("<!-- results:begin -->")[0] and after == README.split("<!-- results:end -->")[1]
     assert "old text" not in inside
-    assert "| tiny | 3.34 | 16 | 11.6 | 38.8 | 33 % |" in inside and "| clean | 2 of 2 | 0.244 ± 0.062 |" in inside
+    assert "| tiny | contiguous_format | 3.34 | 16 | 11.6 | 38.8 | 33 % |" in inside and "| clean | 2 of 2 | 0.244 ± 0.062 |" in inside
     assert "Test CPU 9000, 2 cores" in inside and "torch 9.9.0" in inside and "2026-11-29" in inside
     assert "Not run by the suite yet: accuracy, federation, communication, privacy," in inside
     assert not any(line.startswith("Not built yet:") for line in inside.splitlines())  # every study is built
@@ -70,7 +70,7 @@ def test_rendering_is_idempotent_and_check_sees_staleness(tmp_path: Path, result
     once = readme.read_text()
     render(readme, results)
     assert readme.read_text() == once and render(readme, results, "--check") == 0
-    readme.write_text(once.replace("| tiny | 3.34", "| tiny | 9.99"))
+    readme.write_text(once.replace("| tiny | contiguous_format | 3.34", "| tiny | contiguous_format | 9.99"))
     assert render(readme, results, "--check") == 1
 
 
@@ -143,4 +143,4 @@ def test_the_script_runs_from_its_path(tmp_path: Path, results: Path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_results.py"), "--readme", str(readme),
                            "--results", str(results)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "| tiny | 3.34 |" in readme.read_text()
+    assert "| tiny | contiguous_format | 3.34 |" in readme.read_text()
