@@ -1,8 +1,8 @@
 """The memory layout the 3D convolutions run in: channels-last (NDHWC) on CPUs.
 
-oneDNN's Conv3d kernels run faster on channels-last tensors on the CPUs we measured (2-core
-AMD EPYC without AVX-512: a tiny training step 1.16-1.21x, base 1.19x, a forward pass 1.58x;
-``docs/benchmarks.md``, "Model cost"). The layout changes only the order of floating-point
+oneDNN's Conv3d kernels run faster on channels-last tensors on the CPU we measured (2-core
+AMD EPYC without AVX-512: a tiny training step 1.16-1.21x, base 1.07-1.35x, a tiny forward pass
+1.58x; the paper size 0.79-0.99x, i.e. slower: ``docs/benchmarks.md``, "Model cost"). The layout changes only the order of floating-point
 sums: outputs agree to about 1e-6. The model is switched for the duration of a training or
 scoring pass and switched back, so weights, optimizer state and files keep the standard
 (contiguous) layout that safetensors and Flower's arrays expect.
