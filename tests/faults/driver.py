@@ -449,9 +449,31 @@ def moment(fed: Federation, fault: Fault) -> Callable[[], Any]:
     return lambda: fed.watcher.find(when.event, who, when.stage, when.round)
 
 
+def before_the_end(fed: Federation, done: Callable[[], Any], what: str) -> Callable[[], Any]:
+    """``done``, failing at once (with the run's log) when the run ended before it came: a
+    moment that can no longer come is not waited for until :data:`WAIT`."""
+    def check() -> Any:
+        value = done()
+        if value:
+            return value
+        status = fed.ended()
+        if status:
+            fed.watcher.poll()  # what happened just before the end
+            value = done()
+            if not value:
+                raise AssertionError(f"{fed.script.name}: the run ended ({status}) before {what}\n"
+                                     f"{fed.logs()[-4000:]}")
+        return value
+    return check
+
+
 def inject(fed: Federation, fault: Fault) -> Injection:
     """Wait for the fault's moment, then do it (``summary.json`` is read just before)."""
-    seen = wait_until(fed, moment(fed, fault), f"the moment of '{fault.describe()}'")
+    what = f"the moment of '{fault.describe()}'"
+    done = moment(fed, fault)
+    if fault.when.event not in ("now", "ended"):
+        done = before_the_end(fed, done, what)
+    seen = wait_until(fed, done, what)
     before, weights, checkpointed = read_json(fed.run_dir / "summary.json"), checkpoint_weights(fed.run_dir), \
         durable_round(fed.run_dir)
     at = time.monotonic()

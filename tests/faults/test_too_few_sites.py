@@ -11,7 +11,7 @@ from tests.faults.driver import run_script
 from tests.faults.outcome import verdicts
 from tests.faults.scripts import TOO_FEW
 
-pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(1500)]
 
 
 def test_too_few_sites(deployment: Deployment) -> None:
