@@ -19,7 +19,7 @@ from deploylib.harness import Deployment
 from deploylib.tiny import TINY_RUN, tiny_cohort
 from mpdrm import tensorfile
 
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("site-01", "site-02")

@@ -142,7 +142,7 @@ def _failure_details(dep: Deployment, run_id: int) -> tuple[dict, str]:
     return status, f"{status.get('status-details')}\n{dep.run_log(run_id)}"
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_killed_site_fails_or_completes_by_min_sites_then_restarted_site_continues(
     three_sites: Deployment,
 ) -> None:

@@ -12,7 +12,7 @@ from tests.faults.driver import run_script
 from tests.faults.outcome import timed_reference, verdicts
 from tests.faults.scripts import COORDINATOR
 
-pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.faults, pytest.mark.deployment, pytest.mark.timeout(2400)]
 
 
 def test_coordinator_faults(deployment: Deployment) -> None:

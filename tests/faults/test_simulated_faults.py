@@ -17,7 +17,7 @@ from tests.faults.scripts import SIMULATED_COORDINATOR, SITES, SMALL_DISK
 from tests.faults.small_disk import SmallDisk
 from tests.federation.sim_helpers import TINY_OVERRIDES, make_tiny_cohort
 
-pytestmark = [pytest.mark.faults, pytest.mark.simulation, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.faults, pytest.mark.simulation, pytest.mark.timeout(2400)]
 
 
 def test_simulated_coordinator_faults(tmp_path: Path) -> None:
