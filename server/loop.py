@@ -17,7 +17,9 @@ replies itself: once ``min-sites`` *valid* replies are in (checked as the strate
 check them), it waits at most ``round-grace`` more seconds for the rest, then goes on;
 a site that has not answered by then is logged and recorded as a rejection with reason
 ``late: ...`` (a reply arriving afterwards is never pulled: it is discarded). Fewer than
-``min-sites`` valid replies by ``round-timeout`` end the run as before (``after_train``).
+``min-sites`` valid replies by ``round-timeout`` end the run as before (``after_train``); the
+sites still silent then are recorded as ``no reply within round-timeout=...`` rejections, so
+the run's error names their nodes even in round 1, before any site is known by name.
 """
 from __future__ import annotations
 
@@ -116,19 +118,26 @@ def collect_replies(grid: Grid, messages: Iterable[Message], *, timeout: float, 
     return replies, [sent[i] for i in ids if i in pending and i in sent], valid >= deadline.min_sites
 
 
-def record_late(strategy: Strategy, server_round: int, stage: str, unanswered: list[Message],
-                deadline: Deadline) -> None:
-    """Log every site that missed the grace period and record it as a ``late`` rejection."""
+def record_unanswered(strategy: Strategy, server_round: int, stage: str, unanswered: list[Message],
+                      reason: str) -> None:
+    """Log every site that left its instruction unanswered and record it as a rejection with ``reason``."""
     entry = strategy.round_log(server_round) if hasattr(strategy, "round_log") else None
     known = dict(getattr(strategy, "node_sites", {}))
     for message in unanswered:
         node_id = int(message.metadata.dst_node_id)
-        reason = (f"late: no reply within round-grace={deadline.grace:g} s after min-sites="
-                  f"{deadline.min_sites} valid replies (a later reply is discarded)")
         log(WARNING, "round %d %s: node %d (site %s): %s", server_round, stage, node_id,
             known.get(node_id, "unknown"), reason)
         if entry is not None:
             entry.rejections.append(Rejection(server_round, stage, known.get(node_id), node_id, reason))
+
+
+def unanswered_reason(deadline: Deadline, timeout: float, enough: bool) -> str:
+    """Why an instruction counts as unanswered: the grace after ``min-sites`` valid replies
+    (``late: ...``), or the whole ``round-timeout`` without enough of them."""
+    if enough:
+        return (f"late: no reply within round-grace={deadline.grace:g} s after min-sites="
+                f"{deadline.min_sites} valid replies (a later reply is discarded)")
+    return f"no reply within round-timeout={timeout:g} s"
 
 
 def exchange(strategy: Strategy, grid: Grid, server_round: int, stage: str, messages: Iterable[Message],
@@ -138,8 +147,8 @@ def exchange(strategy: Strategy, grid: Grid, server_round: int, stage: str, mess
         return list(grid.send_and_receive(messages, timeout=timeout))
     replies, unanswered, enough = collect_replies(grid, messages, timeout=timeout, deadline=deadline,
                                                   counts=reply_check(strategy, stage, arrays))
-    if unanswered and enough:  # with too few, after_train ends the run naming the silent sites
-        record_late(strategy, server_round, stage, unanswered, deadline)
+    if unanswered:  # with too few, after_train ends the run and names these nodes from the record
+        record_unanswered(strategy, server_round, stage, unanswered, unanswered_reason(deadline, timeout, enough))
     return replies
 
 

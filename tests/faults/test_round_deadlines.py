@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 from client.app import create_client_app
 from server.app import run_server
 from server.loop import Deadline, collect_replies, exchange
+from server.min_sites import train_shortfall
 from strategies import build_strategy
 from tests.federation.message_helpers import LocalGrid, arrayrecord, ensure_task_identity, reply
 from tests.federation.sim_helpers import TINY_RUN, make_tiny_cohort, node_context
@@ -80,6 +81,20 @@ def test_too_few_replies_wait_for_the_timeout() -> None:
                                                   counts=lambda m: True)
     assert len(replies) == 1 and [m.metadata.dst_node_id for m in unanswered] == [101] and not enough
     assert 0.8 <= time.monotonic() - start < 3.0
+
+
+def test_a_round_short_of_sites_names_the_silent_nodes() -> None:
+    # round 1 of a deployment: no site is known by name yet, so the record must carry the node
+    grid = _grid({0: 0.0, 1: math.inf})
+    strategy = build_strategy("fedavg", list(ARRAYS), min_train_nodes=2, min_available_nodes=2)
+    replies = exchange(strategy, grid, 1, "train", _push(grid, strategy), arrayrecord(ARRAYS), 0.5,
+                       Deadline(min_sites=2, grace=0.1))
+    assert len(replies) == 1
+    silent = strategy.rounds[1].rejections
+    assert [(r.node_id, r.stage, r.reason) for r in silent] == [(101, "train", "no reply within round-timeout=0.5 s")]
+    strategy.aggregate_train(1, replies)
+    message = train_shortfall(strategy.round_log(1).to_dict(), 2, {}, {})
+    assert message is not None and "missing: unknown site (node 101): no reply within round-timeout=0.5 s" in message
 
 
 @pytest.fixture(scope="module")
