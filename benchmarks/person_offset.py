@@ -40,7 +40,7 @@ WAYS = ("none", "site", "person")
 def per_video(out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prediction, target, subject) per video, videos in ascending id order."""
     prediction, target = video_level(out["prediction"], out["target"], out["video"], "regression")
-    ids, first = np.unique(out["video"], return_index=True)
+    _, first = np.unique(out["video"], return_index=True)
     return prediction, target, out["subject"][first]
 
 
@@ -61,6 +61,7 @@ def site_errors(model: Any, data: Any, cfg: dict[str, Any]) -> dict[str, list[fl
 
 
 def rmse(errors: list[float]) -> float:
+    """Root mean square of signed errors."""
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
