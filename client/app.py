@@ -14,6 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from .handlers import handle_evaluate, handle_train
+from .packing import packing_mod
 
 
 def create_client_app(overrides: Mapping[str, Any] | None = None, mods: Sequence[Mod] | None = None) -> ClientApp:
@@ -24,10 +25,11 @@ def create_client_app(overrides: Mapping[str, Any] | None = None, mods: Sequence
     overrides : Mapping, optional
         Run-config entries layered over ``context.run_config``.
     mods : sequence of Mod, optional
-        Flower mods around both handlers (e.g. one that records every outbound message).
+        Flower mods around both handlers (e.g. one that records every outbound message),
+        inside :func:`client.packing.packing_mod`: they see the arrays by name.
     """
     extra = dict(overrides or {})
-    client_app = ClientApp(mods=list(mods or []))
+    client_app = ClientApp(mods=[packing_mod, *(mods or [])])
 
     @client_app.train()
     def train(message: Message, context: Context) -> Message:

@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from strategies.packing import pack_messages, unpack_messages
 from strategies.personalized import PersonalizedStrategy
 from strategies.round_log import Rejection
 from strategies.validation import validate_evaluate_reply, validate_train_reply
@@ -104,7 +105,7 @@ def collect_replies(grid: Grid, messages: Iterable[Message], *, timeout: float, 
     start = clock()
     cutoff = start + timeout
     while pending:
-        for reply in grid.pull_messages(sorted(pending)):
+        for reply in unpack_messages(grid.pull_messages(sorted(pending))):
             if reply.metadata.reply_to_message_id in pending:
                 pending.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
@@ -142,9 +143,13 @@ def unanswered_reason(deadline: Deadline, timeout: float, enough: bool) -> str:
 
 def exchange(strategy: Strategy, grid: Grid, server_round: int, stage: str, messages: Iterable[Message],
              arrays: ArrayRecord, timeout: float, deadline: Deadline | None) -> list[Message]:
-    """Send one stage's instructions and return the replies (see :class:`Deadline`)."""
+    """Send one stage's instructions and return the replies (see :class:`Deadline`).
+
+    Instructions travel packed (one array a message, :mod:`strategies.packing`); replies
+    are unpacked before anything reads them."""
+    messages = pack_messages(messages)
     if deadline is None:
-        return list(grid.send_and_receive(messages, timeout=timeout))
+        return unpack_messages(grid.send_and_receive(messages, timeout=timeout))
     replies, unanswered, enough = collect_replies(grid, messages, timeout=timeout, deadline=deadline,
                                                   counts=reply_check(strategy, stage, arrays))
     if unanswered:  # with too few, after_train ends the run and names these nodes from the record

@@ -16,6 +16,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from mpdrm.contract.keys import DECLINED, DECLINED_REASON
 from mpdrm.contract.names import LOCAL_PREFIX
 
+from .packing import LAYOUT_PREFIX, is_packed, unpack_content
+
 ArraySpec = tuple[tuple[int, ...], str]
 """(shape, dtype) of one global array."""
 
@@ -60,18 +62,28 @@ def check_local_leak(
     (``local_prefix=None``: no name is site-local)."""
     if local_prefix is None:
         return None
-    leaked = [
-        name
-        for record in content.array_records.values()
-        for name in record.keys()
-        if name.startswith(local_prefix)
-    ]
+    names = [name for record in content.array_records.values() for name in record.keys()]
+    names += [str(name) for key, record in content.config_records.items()
+              if key.startswith(LAYOUT_PREFIX) for name in record.get("names", [])]
+    leaked = [name for name in names if name.startswith(local_prefix)]
     if leaked:
         return (
             f"carries {len(leaked)} site-local '{local_prefix}*' tensor(s) that must "
             f"never leave a site: {_names(leaked)}"
         )
     return None
+
+
+def check_packing(content: RecordDict) -> str | None:
+    """Reject a reply whose packed arrays (``strategies.packing``) do not match their layout
+    (the server unpacks every reply it can; one left packed is truncated or tampered)."""
+    if not is_packed(content):
+        return None
+    try:
+        unpack_content(content)
+    except ValueError as error:
+        return f"its packed arrays do not match their layout: {error}"
+    return "its arrays are still packed"
 
 
 def check_structure(content: RecordDict, expect_arrays: bool) -> str | None:
@@ -174,12 +186,14 @@ def _check_envelope(
     site_id_key: str,
     local_prefix: str | None,
 ) -> str | None:
-    """Checks every reply passes, in order: error, local leak (wins over the rest), the
-    site's refusal, record structure, site id, example count."""
+    """Checks every reply passes, in order: error, local leak (wins over the rest), packing,
+    the site's refusal, record structure, site id, example count."""
     if reason := check_error(message):
         return reason
     content = message.content
     if reason := check_local_leak(content, local_prefix):
+        return reason
+    if reason := check_packing(content):
         return reason
     if reason := check_declined(content):
         return reason

@@ -26,6 +26,9 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from client.packing import packing_mod
+from strategies.packing import is_packed
+
 TEST_RUN_ID = 4242
 SERVER_NODE_ID = 1
 
@@ -80,6 +83,16 @@ def error_reply(node_id: int, reason: str, code: int = 0) -> Message:
 Handler = Callable[[Message], Message]
 
 
+def over_the_wire(handler: Handler, message: Message) -> Message:
+    """``handler``'s answer to ``message``. An instruction that came packed (through
+    ``server.loop``) is answered as a site's ClientApp answers it: unpacked before the handler
+    reads it, the reply packed (the ClientApp's own mod). One built by a test and sent
+    straight to the grid is answered as it is."""
+    if message.has_content() and is_packed(message.content):
+        return packing_mod(message, None, lambda instruction, _context: handler(instruction))  # type: ignore[arg-type]
+    return handler(message)
+
+
 class LocalGrid(Grid):
     """In-process Grid: each node is a Python handler that answers a Message.
 
@@ -121,7 +134,7 @@ class LocalGrid(Grid):
 
     def _answer(self, message: Message) -> Message:
         """The node's reply, marked as the reply to ``message`` (as the SuperLink does)."""
-        answer = self.handlers[message.metadata.dst_node_id](message)
+        answer = over_the_wire(self.handlers[message.metadata.dst_node_id], message)
         if not answer.metadata.reply_to_message_id:
             answer.metadata.__dict__["_reply_to_message_id"] = message.metadata.message_id
         return answer
@@ -155,7 +168,7 @@ class LocalGrid(Grid):
         """Deliver each message to its node's handler and return the replies."""
         messages = list(messages)
         self.sent.extend(messages)
-        replies = [self.handlers[m.metadata.dst_node_id](m) for m in messages]
+        replies = [self._answer(m) for m in messages]
         self.rng.shuffle(replies)
         self.received.extend(replies)
         return replies
