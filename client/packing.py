@@ -10,7 +10,8 @@ from strategies.packing import is_packed, pack_content, unpack_content
 
 
 def packing_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Unpack ``message`` (if packed), run the rest of the app, pack the reply.
+    """Unpack ``message``, run the rest of the app, pack the reply; an instruction that came
+    unpacked (a server that does not pack) is answered unpacked.
 
     Raises
     ------
@@ -18,9 +19,10 @@ def packing_mod(message: Message, context: Context, call_next: ClientAppCallable
         The instruction's packed arrays do not match their layout (Flower then answers the
         server with an error reply naming it).
     """
-    if message.has_content() and is_packed(message.content):
+    packed = message.has_content() and is_packed(message.content)
+    if packed:
         message.content = unpack_content(message.content)
     reply = call_next(message, context)
-    if reply.has_content():
+    if packed and reply.has_content():
         reply.content = pack_content(reply.content)
     return reply

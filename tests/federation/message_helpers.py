@@ -27,7 +27,6 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.packing import packing_mod
-from strategies.packing import is_packed
 
 TEST_RUN_ID = 4242
 SERVER_NODE_ID = 1
@@ -84,13 +83,10 @@ Handler = Callable[[Message], Message]
 
 
 def over_the_wire(handler: Handler, message: Message) -> Message:
-    """``handler``'s answer to ``message``. An instruction that came packed (through
-    ``server.loop``) is answered as a site's ClientApp answers it: unpacked before the handler
-    reads it, the reply packed (the ClientApp's own mod). One built by a test and sent
-    straight to the grid is answered as it is."""
-    if message.has_content() and is_packed(message.content):
-        return packing_mod(message, None, lambda instruction, _context: handler(instruction))  # type: ignore[arg-type]
-    return handler(message)
+    """``handler``'s answer to ``message`` as a site's ClientApp gives it (its packing mod:
+    a packed instruction is unpacked for the handler and the reply packed; one a test built
+    and sent straight to the grid is answered as it is)."""
+    return packing_mod(message, None, lambda instruction, _context: handler(instruction))  # type: ignore[arg-type]
 
 
 class LocalGrid(Grid):

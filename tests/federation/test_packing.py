@@ -134,3 +134,14 @@ def test_the_client_mod_unpacks_the_instruction_and_packs_the_reply() -> None:
     assert not is_packed(seen[0]) and seen[0]["arrays"].object_id == sent
     assert is_packed(answer.content) and any(k.startswith(LAYOUT_PREFIX) for k in answer.content.keys())
     assert unpack_content(answer.content)["arrays"].object_id == sent
+
+
+def test_an_unpacked_instruction_gets_an_unpacked_reply() -> None:
+    message = instruction(7)
+    message.content = RecordDict({"arrays": mixed_record()})
+
+    def handler(received: Message, _context: object) -> Message:
+        return Message(RecordDict({"arrays": received.content["arrays"]}), reply_to=received)
+
+    answer = packing_mod(message, None, handler)  # type: ignore[arg-type]
+    assert not is_packed(answer.content) and list(answer.content["arrays"].keys()) == list(mixed_record().keys())
