@@ -3,7 +3,7 @@
 Flower moves a message as a tree of objects, one per array (and per 5 MB chunk), and every
 object is a request of its own at every hop (ServerApp -> SuperLink -> SuperNode ->
 ClientApp and back) and a row in the SuperLink's database. MPDRM's shared part is about a
-hundred arrays, so a message was some 180 objects, and moving them cost more than the
+hundred arrays, so a message was some 110 objects, and moving them cost more than the
 training of a small round. :func:`pack_content` turns each non-empty ArrayRecord of a
 message into one ArrayRecord holding a single ``uint8`` array: the arrays' serialized
 payloads (``Array.data``) back to back, in their order, with a ConfigRecord beside it that
