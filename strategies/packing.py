@@ -14,8 +14,8 @@ packed record whose layout does not match its bytes.
 The names stay in the message (in the layout), so a recording relay still sees which
 tensors a site sends. ``server.loop`` packs instructions and unpacks replies; the
 ClientApp's ``client.packing.packing_mod`` unpacks instructions and packs the replies to
-packed ones, so everything else
-(strategies, handlers, audit, byte accounting) sees the arrays by name.
+packed ones, so everything else (strategies, handlers, audit, byte accounting) sees the
+arrays by name.
 """
 from __future__ import annotations
 
